@@ -1,0 +1,38 @@
+# Works Beats — developer entry points. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-quick lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/beats demo $(ARGS)
+
+test: install
+	$(BIN)/pytest $(ARGS)
+
+test-quick: install
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	# the FIWARE benchmark compares with the FIWARE PySpark connector, which pins an old
+	# pyspark: it goes into the bench environment without its dependencies
+	$(BIN)/pip install --quiet pyspark==4.3.0 pyarrow==26.0.1
+	$(BIN)/pip install --quiet --no-deps fiware-pyspark-connector==0.0.10
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from beats.cli import main
+
+main()

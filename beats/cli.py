@@ -1,0 +1,108 @@
+"""The ``beats`` command: run a service, the demo, an emulator or the sensor simulator.
+
+Every service's options come from its settings class (``--help`` lists them); each option is
+also a ``BEATS_*`` environment variable. This module knows every service; ``common`` knows none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, CliApp
+
+from common.logs import configure_logging
+from common.service import install_signal_handlers
+
+__all__ = ["main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A runnable thing: its settings class and its ``async main(settings, shutdown)``."""
+
+    module: str
+    settings: str
+    summary: str
+
+    def load(self) -> tuple[type[BaseSettings], Callable[..., Awaitable[None]]]:
+        module = importlib.import_module(self.module)
+        return getattr(module, self.settings), module.main
+
+
+RUN = {
+    "hivemq": Command("beats.hivemq.service", "HivemqSettings", "MQTT broker → SSE and Kafka"),
+    "opencti": Command("beats.opencti.service", "OpenctiSettings", "OpenCTI stream → SSE, Kafka"),
+    "ditto": Command("beats.ditto.service", "DittoSettings", "Eclipse Ditto → SSE and Kafka"),
+    "fiware": Command("beats.fiware.service", "FiwareSettings", "Orion / NGSI-LD → SSE, Kafka"),
+}
+EMULATE = {
+    "mqtt": Command("beats.hivemq.emulator", "BrokerSettings", "embedded MQTT 3.1.1 broker"),
+    "opencti": Command("beats.opencti.emulator", "EmulatorSettings", "OpenCTI live stream"),
+    "ditto": Command("beats.ditto.emulator", "EmulatorSettings", "Eclipse Ditto (WebSocket, HTTP)"),
+    "orion": Command("beats.fiware.emulator", "EmulatorSettings", "Orion NGSI v2 and NGSI-LD"),
+}
+SIMULATE = {
+    "sensors": Command(
+        "beats.hivemq.simulator", "SimulatorSettings", "municipality sensors → MQTT"
+    ),
+}
+DEMO = Command("beats.demo", "DemoSettings", "everything on one machine")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beats",
+        description="Works Beats: IoT and threat-intelligence sources as CloudEvents over SSE "
+        "and Kafka. Options of each command: beats <command> <name> --help.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, table in (("run", RUN), ("emulate", EMULATE), ("simulate", SIMULATE)):
+        choices = ", ".join(f"{key} ({cmd.summary})" for key, cmd in table.items())
+        p = sub.add_parser(name, help=f"{name} one of: {choices}", add_help=False)
+        p.add_argument("name", choices=sorted(table))
+    sub.add_parser("demo", help=DEMO.summary, add_help=False)
+    return parser
+
+
+def _split(argv: Sequence[str]) -> tuple[Command, str, list[str]]:
+    parser = _parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        raise SystemExit(0 if argv else 2)
+    command = argv[0]
+    if command == "demo":
+        return DEMO, "beats demo", list(argv[1:])
+    table = {"run": RUN, "emulate": EMULATE, "simulate": SIMULATE}.get(command)
+    if table is None or len(argv) < 2 or argv[1] not in table:
+        parser.parse_args(list(argv[:2]))  # prints the usage error and exits
+        raise SystemExit(2)
+    return table[argv[1]], f"beats {command} {argv[1]}", list(argv[2:])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    command, prog, rest = _split(sys.argv[1:] if argv is None else argv)
+    settings_class, entry = command.load()
+    try:
+        settings = CliApp.run(settings_class, cli_args=rest, cli_prog_name=prog)
+    except ValidationError as exc:
+        print(f"{prog}: invalid options:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(getattr(settings, "log_level", "info"), json_format=_json_logs(settings))
+    asyncio.run(_run(entry, settings))
+
+
+def _json_logs(settings: Any) -> bool:
+    return bool(getattr(settings, "log_json", False))
+
+
+async def _run(entry: Callable[..., Awaitable[None]], settings: BaseSettings) -> None:
+    shutdown = asyncio.Event()
+    install_signal_handlers(shutdown)
+    await entry(settings, shutdown)

@@ -1,0 +1,158 @@
+"""``POST /notify`` (what the broker calls) and ``POST /writeback`` (results back to the broker).
+
+``/notify`` answers 2xx only after the notification's events are committed to the log, 503
+when they could not be (so the broker's failure counters mean something), 401 without the
+subscription's secret header (nothing is stored), 413 beyond ``max_body_bytes``, and 400 with the
+reason for malformed input, which is kept in the dead-letter channel.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from beats.fiware.normalize import Notification, normalize
+from beats.fiware.settings import FiwareSettings
+from beats.fiware.subscriptions import SECRET_HEADER, SubscriptionKeeper
+from common.eventlog import LogUnavailable
+from common.normalize import Rejected
+from common.pipeline import Pipeline
+
+__all__ = ["fiware_router"]
+
+
+def fiware_router(
+    settings: FiwareSettings, pipeline: Pipeline, keeper: SubscriptionKeeper
+) -> APIRouter:
+    router = APIRouter(tags=["fiware"])
+    source = settings.orion_url
+
+    @router.post("/notify")
+    async def notify(request: Request) -> Response:
+        """Orion / NGSI-LD notifications (v2 and LD detected from headers and body)."""
+        given = request.headers.get(SECRET_HEADER, "")
+        if not keeper.secret or not hmac.compare_digest(given.encode(), keeper.secret.encode()):
+            return JSONResponse({"error": f"missing or wrong {SECRET_HEADER}"}, 401)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > settings.max_body_bytes:
+            return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
+        pipeline.received()
+        notification = Notification(body, dict(request.headers))
+        try:
+            events = normalize(notification, source=source)
+        except Rejected as rejected:
+            context = {
+                "headers": {
+                    k: v for k, v in request.headers.items() if k.lower() != SECRET_HEADER.lower()
+                }
+            }
+            await _commit_or_503(
+                pipeline,
+                [
+                    pipeline.rejected(
+                        raw=body, reason=rejected.reason, source=source, context=context
+                    )
+                ],
+            )
+            return JSONResponse({"error": rejected.reason}, 400)
+        failed = await _commit_or_503(pipeline, events)
+        return failed or JSONResponse({"committed": len(events)}, 200)
+
+    @router.post("/writeback")
+    async def writeback(request: Request) -> Response:
+        """Entity updates applied to the broker as batch upserts; results per entity."""
+        token = settings.writeback_token
+        if token is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(),
+            f"Bearer {token.get_secret_value()}".encode(),
+        ):
+            return JSONResponse(
+                {"error": "invalid_token"},
+                401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        body = await request.json()
+        entities = body.get("entities") if isinstance(body, dict) else body
+        if not isinstance(entities, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
+        ):
+            return JSONResponse({"error": "expected a list of entities with string ids"}, 400)
+        tenant = body.get("tenant") if isinstance(body, dict) else None
+        results = await _write(settings, entities, tenant, request.headers)
+        status = 200 if all(r["ok"] for r in results) else 207
+        return JSONResponse({"results": results}, status)
+
+    return router
+
+
+async def _commit_or_503(pipeline: Pipeline, events: list[Any]) -> Response | None:
+    try:
+        await pipeline.commit(events)
+    except LogUnavailable as exc:
+        return JSONResponse({"error": f"not committed: {exc}"}, 503)
+    return None
+
+
+async def _write(
+    settings: FiwareSettings, entities: list[dict[str, Any]], tenant: str | None, headers: Any
+) -> list[dict[str, Any]]:
+    ld = settings.ngsi == "ld"
+    out: dict[str, str] = {}
+    if ld:
+        out["Link"] = f'<{settings.ld_context}>; rel="http://www.w3.org/ns/json-ld#context"'
+        if tenant:
+            out["NGSILD-Tenant"] = tenant
+    else:
+        out["Fiware-ServicePath"] = headers.get("fiware-servicepath") or settings.fiware_servicepath
+        if tenant or headers.get("fiware-service"):
+            out["Fiware-Service"] = tenant or headers.get("fiware-service")
+    async with httpx.AsyncClient(base_url=settings.orion_url, timeout=30, headers=out) as http:
+        if ld:
+            return await _write_ld(http, entities)
+        response = await http.post(
+            "/v2/op/update", json={"actionType": "append", "entities": entities}
+        )
+        if response.status_code < 300:
+            return [{"id": e["id"], "ok": True, "status": response.status_code} for e in entities]
+        return [await _write_one(http, e) for e in entities]
+
+
+async def _write_one(http: httpx.AsyncClient, entity: dict[str, Any]) -> dict[str, Any]:
+    response = await http.post("/v2/op/update", json={"actionType": "append", "entities": [entity]})
+    result: dict[str, Any] = {
+        "id": entity["id"],
+        "ok": response.status_code < 300,
+        "status": response.status_code,
+    }
+    if not result["ok"]:
+        result["error"] = response.text[:500]
+    return result
+
+
+async def _write_ld(
+    http: httpx.AsyncClient, entities: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    response = await http.post(
+        "/ngsi-ld/v1/entityOperations/upsert", json=entities, params={"options": "update"}
+    )
+    if response.status_code in (201, 204):
+        return [{"id": e["id"], "ok": True, "status": response.status_code} for e in entities]
+    errors: dict[str, Any] = {}
+    if response.status_code == 207:
+        errors = {e.get("entityId"): e.get("error") for e in response.json().get("errors", [])}
+    return [
+        {
+            "id": e["id"],
+            "ok": e["id"] not in errors and response.status_code == 207,
+            "status": response.status_code,
+            **({"error": errors[e["id"]]} if e["id"] in errors else {}),
+        }
+        for e in entities
+    ]

@@ -1,0 +1,56 @@
+"""An embedded MQTT 3.1.1 broker (amqtt) for the demo: ``beats emulate mqtt``.
+
+It needs nothing outside Python, so ``beats demo`` runs on a bare machine. It listens on its own
+port (default 1884), since a system broker may already hold 1883. For MQTT 5, TLS, persistence
+across broker restarts and real load, use a real broker (HiveMQ CE, Mosquitto).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from amqtt.broker import Broker
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BrokerSettings", "embedded_broker", "main"]
+
+_log = logging.getLogger(__name__)
+
+
+class BrokerSettings(BaseSettings):
+    """Run the embedded MQTT broker."""
+
+    model_config = SettingsConfigDict(env_prefix="BEATS_", cli_kebab_case=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(1884, description="MQTT port.")
+    log_level: str = Field("info", description="Log level.")
+
+
+def _config(host: str, port: int) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(*, host: str = "127.0.0.1", port: int = 1884) -> AsyncIterator[str]:
+    """Run the broker for the duration of the block; yields its ``mqtt://`` URL."""
+    broker = Broker(_config(host, port))
+    await broker.start()
+    _log.info("embedded MQTT broker on %s:%d", host, port)
+    try:
+        yield f"mqtt://{host}:{port}"
+    finally:
+        await broker.shutdown()
+
+
+async def main(settings: BrokerSettings, shutdown: asyncio.Event) -> None:
+    async with embedded_broker(host=settings.host, port=settings.port):
+        await shutdown.wait()

@@ -1,0 +1,25 @@
+"""The OpenCTI beat assembled from the kernel: ``beats run opencti``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from beats.opencti.settings import OpenctiSettings
+from beats.opencti.source import OpenctiSource
+from common.service import Beat
+
+__all__ = ["OpenctiSettings", "build", "main"]
+
+
+def build(settings: OpenctiSettings) -> Beat:
+    return Beat(
+        name="opencti",
+        settings=settings,
+        source=OpenctiSource(settings),
+        description="The OpenCTI live stream (STIX 2.1) as CloudEvents "
+        "(types beats.opencti.create|update|delete|merge).",
+    )
+
+
+async def main(settings: OpenctiSettings, shutdown: asyncio.Event) -> None:
+    await build(settings).serve(shutdown)

@@ -1,0 +1,61 @@
+"""Options of the OpenCTI beat: ``beats run opencti``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+
+from common.settings import BeatSettings, StrList, split_list
+
+__all__ = ["OpenctiSettings"]
+
+
+class OpenctiSettings(BeatSettings):
+    """Consume the OpenCTI live stream (SSE, STIX 2.1) and republish the threat feed."""
+
+    port: int = Field(8103, description="HTTP port.")
+    data_dir: Path = Field(Path("data/opencti"), description="Directory of the event log.")
+    opencti_url: str = Field("http://127.0.0.1:4000", description="OpenCTI base URL.")
+    opencti_token: SecretStr | None = Field(None, description="OpenCTI API token (bearer).")
+    stream_id: str | None = Field(
+        None, description="Live stream id (/stream/<id>); unset: the global /stream."
+    )
+    opencti_start: str | None = Field(
+        None,
+        description="Where the first connection starts when no position is saved: 0 (the "
+        "beginning), a stream id, or a date; unset: from now.",
+    )
+    opencti_recover: bool = Field(
+        False,
+        description="With --opencti-start on a live stream: on the first start, ask OpenCTI "
+        "to send the current state of every object first (its 'recover' mode), reaching past "
+        "the stream's retention.",
+    )
+    opencti_read_timeout: float = Field(
+        30.0, description="Reconnect when nothing (not even a heartbeat) arrives for this long."
+    )
+    opencti_channel: StrList = Field(
+        default_factory=list,
+        description="STIXTYPE=CHANNEL, repeatable: overrides the channel of a STIX type "
+        "(defaults: indicators, observables, relationships, reports, entities).",
+    )
+
+    @field_validator("opencti_channel", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return split_list(value)
+
+    def stream_url(self) -> str:
+        base = self.opencti_url.rstrip("/")
+        return f"{base}/stream/{self.stream_id}" if self.stream_id else f"{base}/stream"
+
+    def channel_overrides(self) -> dict[str, str]:
+        pairs = {}
+        for item in self.opencti_channel:
+            stix_type, sep, channel = item.partition("=")
+            if not sep or not stix_type or not channel:
+                raise ValueError(f"--opencti-channel wants STIXTYPE=CHANNEL, got {item!r}")
+            pairs[stix_type] = channel
+        return pairs

@@ -1,0 +1,100 @@
+"""``make bench`` / ``python -m bench``: run the benchmarks, write JSON, compare with the baseline.
+
+Every figure that matters is a ratio to a baseline measured in the same run on the same machine
+(these machines are shared and noisy); absolute numbers are reported for context only. A ratio
+that falls more than ``TOLERANCE`` below the checked-in ``bench/baseline.json`` is flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import ditto_path, fiware_path, mqtt_path, opencti_path
+
+HERE = Path(__file__).parent
+TOLERANCE = 0.30
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _flat(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def regressions(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    flagged = []
+    for bench_name, figures in result["benchmarks"].items():
+        old = _flat(baseline.get("benchmarks", {}).get(bench_name, {}))
+        for key, value in _flat(figures).items():
+            ratio = key.rsplit(".", 1)[-1].startswith("ratio_")
+            if (
+                ratio
+                and isinstance(value, int | float)
+                and isinstance(old.get(key), int | float)
+                and value < old[key] * (1 - TOLERANCE)
+            ):
+                flagged.append(
+                    f"{bench_name}.{key}: {value} < baseline {old[key]} - {TOLERANCE:.0%}"
+                )
+    return flagged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--count", type=int, default=20000, help="messages per throughput run")
+    parser.add_argument("--save-baseline", action="store_true", help="write bench/baseline.json")
+    args = parser.parse_args()
+    result = {
+        "machine": machine(),
+        "benchmarks": {
+            "mqtt_path_v5": asyncio.run(mqtt_path.run(count=args.count, version="5")),
+            "mqtt_path_v311": asyncio.run(mqtt_path.run(count=args.count, version="3.1.1")),
+            "opencti_path": asyncio.run(opencti_path.run(count=args.count // 2)),
+            "ditto_path": asyncio.run(ditto_path.run(count=args.count // 2)),
+            "fiware_path": asyncio.run(fiware_path.run(count=args.count // 20)),
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "latest.json").write_text(text + "\n")
+    baseline_path = HERE / "baseline.json"
+    if args.save_baseline:
+        baseline_path.write_text(text + "\n")
+    elif baseline_path.exists():
+        flagged = regressions(result, json.loads(baseline_path.read_text()))
+        for line in flagged:
+            print(f"REGRESSION {line}", file=sys.stderr)
+        if flagged:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The Python client of a beat's (or the gateway's) SSE feed, in a few lines::
+
+    from common.client import Gap, subscribe
+
+    async for item in subscribe("http://127.0.0.1:8101/events", last_event_id=0):
+        if isinstance(item, Gap):
+            print("lost events:", item)        # retention dropped what we asked for
+        else:
+            print(item.sequence, item.type, item.data)   # a CloudEvent
+
+``iter_events(...)`` is the same as a blocking iterator (scripts, notebooks, threads).
+
+Contract:
+
+* Items are :class:`~common.envelope.CloudEvent` objects, in sequence order, or :class:`Gap`.
+* **Reconnect** forever (until the caller stops iterating) with exponential backoff and jitter
+  after a network error, a 5xx/429, or a stream the server ended (shutdown, or the beat dropped
+  a slow subscriber with a ``retry:`` hint, which is honoured as the minimum delay).
+* **Resume** with ``Last-Event-ID`` = the last sequence received, so a reconnect (also to a
+  restarted beat) has no gap and no duplicate. ``last_event_id`` is the first position:
+  ``None`` live from now, ``0`` everything the log keeps, ``N`` after N.
+* **Gaps are never silent**: when the beat no longer holds what was asked for (``beats.gap``),
+  a :class:`Gap` is yielded before the events that follow. The resume position is unchanged by
+  it (the next event carries the position).
+* 400, 401, 403, 404 and 410 are not retried: :class:`FeedError` is raised (a wrong URL or
+  token does not fix itself). A frame that is not a valid CloudEvent raises pydantic's
+  ``ValidationError`` (reconnecting would only read it again).
+* ``token`` is sent as ``Authorization: Bearer <token>`` (the gateway's tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+from typing import Literal, TextIO
+from urllib.parse import urlsplit
+
+import httpx
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse, connect_sse
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
+
+from common.envelope import CloudEvent
+from common.supervise import Backoff
+
+__all__ = [
+    "FeedError",
+    "Gap",
+    "TailSettings",
+    "format_item",
+    "iter_events",
+    "main",
+    "subscribe",
+]
+
+_log = logging.getLogger(__name__)
+GAP_EVENT = "beats.gap"
+_FATAL = frozenset({400, 401, 403, 404, 410})
+
+
+class FeedError(Exception):
+    """The server refused the subscription in a way retrying cannot fix."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status = status
+
+
+class _Retry(Exception):
+    """A response worth retrying (5xx, 429, not an event stream)."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Events after ``requested`` are not (or no longer) in the log; the stream resumed after
+    ``resumed_after``. ``reason``: ``expired`` (retention) or ``ahead-of-log`` (log reset)."""
+
+    requested: int
+    resumed_after: int
+    reason: str
+
+
+Item = CloudEvent | Gap
+
+
+class _Cursor:
+    """What both loops share: the resume position, the server's retry hint, frame decoding."""
+
+    def __init__(self, url: str, token: str | None, last_event_id: int | None) -> None:
+        self.last = last_event_id
+        self.retry_hint = 0.0
+        self.token = token
+        parts = urlsplit(url).path.rstrip("/").split("/")
+        self.channel = parts[-1] if len(parts) >= 2 and parts[-2] == "events" else "default"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last is not None:
+            headers["Last-Event-ID"] = str(self.last)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    @staticmethod
+    def check(response: httpx.Response) -> None:
+        if response.status_code in _FATAL:
+            raise FeedError(response.status_code, response.text)
+        if response.status_code != 200:
+            raise _Retry(f"HTTP {response.status_code}")
+
+    def decode(self, sse: ServerSentEvent) -> Item | None:
+        if sse.retry is not None:
+            self.retry_hint = sse.retry / 1000
+        if sse.event == GAP_EVENT:
+            gap = json.loads(sse.data)
+            return Gap(int(gap["requested"]), int(gap["resumed_after"]), str(gap["reason"]))
+        if not sse.data:
+            return None
+        if sse.id:
+            sequence = int(sse.id)
+            if self.last is not None and sequence <= self.last:
+                return None  # defensive: never hand out a sequence twice
+            self.last = sequence
+        return CloudEvent.from_json(sse.data, channel=self.channel)
+
+    def delay(self, backoff: Backoff) -> float:
+        return max(self.retry_hint, backoff.next())
+
+
+def _timeout(read_timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(10.0, read=read_timeout)
+
+
+_RECOVERABLE = (httpx.TransportError, SSEError, _Retry)
+
+
+async def subscribe(
+    url: str,
+    *,
+    token: str | None = None,
+    last_event_id: int | None = None,
+    backoff: Backoff | None = None,
+    read_timeout: float = 60.0,
+    client: httpx.AsyncClient | None = None,
+) -> AsyncGenerator[Item, None]:
+    """Events (and gaps) of ``url`` forever, reconnecting and resuming (see the module doc).
+
+    ``read_timeout``: seconds without a byte before the connection counts as dead (beats send
+    a heartbeat at least every 15 s)."""
+    cursor = _Cursor(url, token, last_event_id)
+    backoff = backoff or Backoff(min_delay=0.2, max_delay=10.0)
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = httpx.AsyncClient(timeout=_timeout(read_timeout))
+            await stack.enter_async_context(client)
+        while True:
+            try:
+                async with aconnect_sse(client, "GET", url, headers=cursor.headers()) as source:
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                    cursor.check(source.response)
+                    async for sse in source.aiter_sse():
+                        item = cursor.decode(sse)
+                        if item is not None:
+                            backoff.reset()
+                            yield item
+            except _RECOVERABLE as exc:
+                _log.info("feed %s: %s; reconnecting", url, exc or type(exc).__name__)
+            await asyncio.sleep(cursor.delay(backoff))
+
+
+def iter_events(
+    url: str,
+    *,
+    token: str | None = None,
+    last_event_id: int | None = None,
+    backoff: Backoff | None = None,
+    read_timeout: float = 60.0,
+    client: httpx.Client | None = None,
+) -> Iterator[Item]:
+    """The blocking twin of :func:`subscribe` (same items, same reconnect and resume)."""
+    cursor = _Cursor(url, token, last_event_id)
+    backoff = backoff or Backoff(min_delay=0.2, max_delay=10.0)
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(httpx.Client(timeout=_timeout(read_timeout)))
+        while True:
+            try:
+                with connect_sse(client, "GET", url, headers=cursor.headers()) as source:
+                    if source.response.status_code != 200:
+                        source.response.read()
+                    cursor.check(source.response)
+                    for sse in source.iter_sse():
+                        item = cursor.decode(sse)
+                        if item is not None:
+                            backoff.reset()
+                            yield item
+            except _RECOVERABLE as exc:
+                _log.info("feed %s: %s; reconnecting", url, exc or type(exc).__name__)
+            time.sleep(cursor.delay(backoff))
+
+
+subscribe_blocking = iter_events
+
+
+class TailSettings(BaseSettings):
+    """Print a live feed of a beat or the gateway: beats tail URL."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
+    )
+
+    url: CliPositionalArg[str] = Field(
+        description="SSE feed, e.g. http://127.0.0.1:8101/events or .../events/<channel>."
+    )
+    token: SecretStr | None = Field(None, description="Bearer token (the gateway's).")
+    last_event_id: int | None = Field(
+        None, description="Start after this sequence (0: everything kept; unset: live only)."
+    )
+    output: Literal["pretty", "json"] = Field(
+        "pretty", description="pretty: one line per event; json: the CloudEvent as JSON lines."
+    )
+    width: int = Field(160, ge=40, description="Pretty lines are cut to this many characters.")
+    log_level: str = Field("warning", description="Log level.")
+
+
+def format_item(item: Item, *, output: str = "pretty", width: int = 160) -> str:
+    """One line for ``beats tail``."""
+    if isinstance(item, Gap):
+        return (
+            f"-- gap: events after {item.requested} are gone ({item.reason}); "
+            f"resumed after {item.resumed_after}"
+        )
+    if output == "json":
+        return item.to_json().decode()
+    payload = item.data if item.data_base64 is None else f"<{len(item.data_base64)} b64 chars>"
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    when = item.time.isoformat(timespec="milliseconds") if item.time else "-"
+    line = f"#{item.sequence} {when} {item.type} {item.subject or '-'} {data}"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+async def main(settings: TailSettings, shutdown: asyncio.Event, out: TextIO | None = None) -> None:
+    """``beats tail URL``: print the feed until ``shutdown`` (Ctrl-C)."""
+    stream = out or sys.stdout
+    token = settings.token.get_secret_value() if settings.token else None
+
+    async def follow() -> None:
+        items = subscribe(settings.url, token=token, last_event_id=settings.last_event_id)
+        async for item in items:
+            print(format_item(item, output=settings.output, width=settings.width), file=stream)
+            stream.flush()
+
+    task = asyncio.create_task(follow(), name="tail")
+    stopper = asyncio.create_task(shutdown.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopper):
+        pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # re-raises a FeedError

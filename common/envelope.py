@@ -1,0 +1,126 @@
+"""The CloudEvents 1.0 envelope every beat emits.
+
+Events are immutable. A normaliser builds one with :func:`new_event`; the event log assigns
+``sequence`` at the commit point (:meth:`CloudEvent.with_sequence`). The JSON form is the
+CloudEvents JSON event format (structured mode), with the extensions ``beat``, ``sequence`` and
+``partitionkey`` plus any beat-specific ones (for example ``tlp``).
+
+``sequence`` is an integer here (the SSE id), not the string-typed CloudEvents "sequence"
+extension; consumers compare it numerically.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["CloudEvent", "new_event", "payload_to_data"]
+
+_JSON = "application/json"
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvent with the Works Beats extensions. Unknown extensions are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    subject: str | None = None
+    time: datetime | None = None
+    datacontenttype: str | None = _JSON
+    data: Any = None
+    data_base64: str | None = None
+    beat: str = Field(min_length=1)
+    sequence: int | None = None
+    partitionkey: str = Field(min_length=1)
+    channel: str = Field(default="default", exclude=True)
+    """Routing only (SSE path, Kafka topic); not part of the serialised event."""
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def with_sequence(self, sequence: int) -> CloudEvent:
+        return self.model_copy(update={"sequence": sequence})
+
+    def to_json_with_sequence(self, sequence: int) -> bytes:
+        """``with_sequence(sequence).to_json()``, without copying the model (hot path)."""
+        if self.sequence is not None:
+            return self.with_sequence(sequence).to_json()
+        return b'%s,"sequence":%d}' % (self.to_json()[:-1], sequence)
+
+    def to_json(self) -> bytes:
+        """Structured-mode JSON, one line, without unset optional attributes."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes, *, channel: str = "default") -> CloudEvent:
+        event = cls.model_validate_json(raw)
+        return event.model_copy(update={"channel": channel})
+
+
+def payload_to_data(payload: bytes, content_type: str | None = None) -> dict[str, Any]:
+    """Map raw bytes to the CloudEvent data fields, losslessly.
+
+    JSON stays JSON (``data``), other UTF-8 text becomes a string, anything else goes to
+    ``data_base64``. The returned dict holds ``data`` or ``data_base64`` and ``datacontenttype``.
+    """
+
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {
+            "data_base64": base64.b64encode(payload).decode("ascii"),
+            "datacontenttype": content_type or "application/octet-stream",
+        }
+    declared_json = content_type is None or "json" in content_type
+    if declared_json and text.strip():
+        try:
+            return {"data": json.loads(text), "datacontenttype": content_type or _JSON}
+        except ValueError:
+            pass
+    return {"data": text, "datacontenttype": content_type or "text/plain; charset=utf-8"}
+
+
+def new_event(
+    *,
+    beat: str,
+    type: str,
+    source: str,
+    channel: str,
+    partitionkey: str,
+    subject: str | None = None,
+    time: datetime | None = None,
+    data: Any = None,
+    id: str | None = None,
+    datacontenttype: str | None = _JSON,
+    data_base64: str | None = None,
+    **extensions: Any,
+) -> CloudEvent:
+    """Build an event. ``id`` defaults to a random UUID; pass a natural id where the source has
+    one that is stable across redelivery (it lets the log drop redelivered duplicates)."""
+    return CloudEvent(
+        id=id or str(uuid.uuid4()),
+        source=source,
+        type=type,
+        subject=subject,
+        time=time,
+        datacontenttype=datacontenttype,
+        data=data,
+        data_base64=data_base64,
+        beat=beat,
+        partitionkey=partitionkey,
+        channel=channel,
+        **extensions,
+    )

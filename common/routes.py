@@ -1,0 +1,105 @@
+"""HTTP routes every beat serves: health, readiness, metrics and the SSE streams."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from common.sse import event_stream, parse_last_event_id
+
+if TYPE_CHECKING:
+    from common.service import Beat
+
+__all__ = ["SSE_HEADERS", "beat_router"]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+LastId = Annotated[str | None, Header(alias="Last-Event-ID")]
+LastIdQuery = Annotated[
+    str | None, Query(description="Resume after this sequence (0: everything kept).")
+]
+
+
+def readiness_report(beat: Beat) -> dict[str, Any]:
+    checks = {name: {"ok": c.ok, "detail": c.detail} for name, c in beat.readiness.checks.items()}
+    log_ok = beat.log.last_error is None
+    checks["log"] = {"ok": log_ok, "detail": beat.log.last_error or "writable"}
+    report: dict[str, Any] = {
+        "beat": beat.name,
+        "ready": beat.readiness.ready and log_ok,
+        "checks": checks,
+        "log": {"head": beat.log.head, "purged_through": beat.log.purged_through},
+        "sse": {"subscribers": beat.hub.subscriber_count},
+    }
+    if beat.forwarder is not None:
+        report["kafka"] = {
+            "connected": beat.forwarder.connected,
+            "lag": beat.forwarder.lag,
+            "last_error": beat.forwarder.last_error,
+        }
+    return report
+
+
+def beat_router(beat: Beat) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready when the source is connected and the log is writable; says what is not.
+        Kafka state is reported but does not make the beat unready (it lags and catches up)."""
+        report = readiness_report(beat)
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        beat.metrics.log_head.set(beat.log.head)
+        beat.metrics.log_oldest.set(beat.log.purged_through + 1)
+        if beat.forwarder is not None:
+            beat.metrics.kafka_lag.set(beat.forwarder.lag)
+        return Response(beat.metrics.render(), media_type=_PROMETHEUS)
+
+    async def stream(
+        channel: str | None, last_event_id_header: str | None, last_event_id: str | None
+    ) -> EventSourceResponse:
+        try:
+            resume = parse_last_event_id(last_event_id_header, last_event_id)
+        except ValueError:
+            raise HTTPException(400, "Last-Event-ID must be a non-negative integer") from None
+        return EventSourceResponse(
+            event_stream(
+                log=beat.log,
+                hub=beat.hub,
+                metrics=beat.metrics,
+                channel=channel,
+                last_event_id=resume,
+            ),
+            headers=SSE_HEADERS,
+            ping=beat.settings.sse_heartbeat,
+            send_timeout=beat.settings.sse_send_timeout,
+        )
+
+    @router.get("/events", tags=["events"], response_class=EventSourceResponse)
+    async def all_events(
+        last_event_id_header: LastId = None, last_event_id: LastIdQuery = None
+    ) -> EventSourceResponse:
+        """Server-Sent Events of every channel (see the README for the replay contract)."""
+        return await stream(None, last_event_id_header, last_event_id)
+
+    @router.get("/events/{channel}", tags=["events"], response_class=EventSourceResponse)
+    async def channel_events(
+        channel: str, last_event_id_header: LastId = None, last_event_id: LastIdQuery = None
+    ) -> EventSourceResponse:
+        """Server-Sent Events of one channel."""
+        return await stream(channel, last_event_id_header, last_event_id)
+
+    return router

@@ -1,0 +1,65 @@
+"""Supervised tasks: restart on failure with exponential backoff and jitter.
+
+A supervised activity is a coroutine function that normally runs until cancelled. If it raises,
+the failure is logged with its traceback, counted in ``beats_task_restarts{task=...}`` and the
+activity is started again after a delay that doubles from ``min_backoff`` up to ``max_backoff``
+(full jitter). A run that lasted longer than ``reset_after`` seconds resets the delay. If it
+returns normally it is not restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from common.metrics import Metrics
+
+__all__ = ["Backoff", "supervise"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: ``next()`` is a delay in seconds."""
+
+    min_delay: float = 0.5
+    max_delay: float = 30.0
+    attempt: int = 0
+
+    def next(self) -> float:
+        ceiling = min(self.max_delay, self.min_delay * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(self.min_delay / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def supervise(
+    name: str,
+    activity: Callable[[], Awaitable[None]],
+    *,
+    metrics: Metrics,
+    backoff: Backoff | None = None,
+    reset_after: float = 60.0,
+) -> None:
+    backoff = backoff or Backoff()
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            await activity()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if loop.time() - started > reset_after:
+                backoff.reset()
+            delay = backoff.next()
+            metrics.restarts.labels(name).inc()
+            _log.exception("task %s failed; restarting in %.1fs", name, delay)
+            await asyncio.sleep(delay)

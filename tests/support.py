@@ -1,0 +1,169 @@
+"""Helpers shared by the test suite: free ports and real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from httpx_sse import aconnect_sse
+
+__all__ = [
+    "IdleSource",
+    "SseMessage",
+    "eventually",
+    "free_port",
+    "make_beat",
+    "make_events",
+    "read_sse",
+    "run_beat",
+    "serve_app",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app under a real uvicorn server on loopback; yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name=f"uvicorn:{port}")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class SseMessage:
+    id: str
+    event: str
+    data: str
+    retry: int | None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+async def read_sse(
+    url: str,
+    *,
+    count: int,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> list[SseMessage]:
+    """Read ``count`` SSE messages (heartbeat comments are not messages) from ``url``."""
+    messages: list[SseMessage] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        async with (
+            asyncio.timeout(timeout),
+            aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source,
+        ):
+            async for sse in source.aiter_sse():
+                if sse.event == "message" and not sse.data:
+                    continue  # a bare retry: line
+                messages.append(SseMessage(sse.id, sse.event, sse.data, sse.retry))
+                if len(messages) >= count:
+                    break
+    return messages
+
+
+@contextlib.asynccontextmanager
+async def run_beat(beat: Any) -> AsyncIterator[str]:
+    """Serve a :class:`common.service.Beat` until the block ends; yields its base URL."""
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(beat.serve(shutdown), name=f"test-beat:{beat.name}")
+    base = f"http://127.0.0.1:{beat.settings.port}"
+    async with httpx.AsyncClient() as client:
+
+        async def up() -> bool:
+            if task.done():
+                task.result()
+            try:
+                return (await client.get(f"{base}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, what=f"{beat.name} beat to serve HTTP")
+    try:
+        yield base
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+class IdleSource:
+    """A source that only reports ready; tests commit events through ``beat.pipeline``."""
+
+    async def run(self, pipeline: Any) -> None:
+        pipeline.set_ready("source", True, "test source")
+        await asyncio.Event().wait()
+
+
+def make_events(count: int, *, start: int = 0, channel: str = "c", pad: int = 0) -> list[Any]:
+    from common.envelope import new_event
+
+    return [
+        new_event(
+            beat="test",
+            type="beats.test.thing",
+            source="test://",
+            channel=channel,
+            partitionkey=f"k{n}",
+            subject=f"s{n}",
+            data={"n": n, "pad": "x" * pad},
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def make_beat(tmp_path: Any, **options: Any) -> Any:
+    """A kernel :class:`~common.service.Beat` with an idle source, on a free port."""
+    from common.service import Beat
+    from common.settings import BeatSettings
+
+    settings = BeatSettings(port=free_port(), data_dir=tmp_path / "beat", **options)
+    return Beat(name="test", settings=settings, source=IdleSource())

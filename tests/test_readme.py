@@ -1,0 +1,28 @@
+"""The README documents every option of every command (the CLI is a public contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beats.cli import DEMO, EMULATE, RUN, SIMULATE, Command
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+COMMANDS = {
+    **{f"run {k}": c for k, c in RUN.items()},
+    **{f"emulate {k}": c for k, c in EMULATE.items()},
+    **{f"simulate {k}": c for k, c in SIMULATE.items()},
+    "demo": DEMO,
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_is_documented(name: str) -> None:
+    command: Command = COMMANDS[name]
+    settings_class, _ = command.load()
+    assert f"beats {name}" in README
+    for field in settings_class.model_fields:
+        option = "--" + field.replace("_", "-")
+        assert f"`{option}`" in README, f"{name}: {option} is not in the README"
+        assert f"`BEATS_{field.upper()}`" in README, f"{name}: BEATS_{field.upper()}"
