@@ -41,6 +41,7 @@ RUN = {
     "opencti": Command("beats.opencti.service", "OpenctiSettings", "OpenCTI stream → SSE, Kafka"),
     "ditto": Command("beats.ditto.service", "DittoSettings", "Eclipse Ditto → SSE and Kafka"),
     "fiware": Command("beats.fiware.service", "FiwareSettings", "Orion / NGSI-LD → SSE, Kafka"),
+    "gateway": Command("gateway.service", "GatewaySettings", "auth, fan-out, replay, dashboard"),
 }
 EMULATE = {
     "mqtt": Command("beats.hivemq.emulator", "BrokerSettings", "embedded MQTT 3.1.1 broker"),

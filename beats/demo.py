@@ -3,9 +3,9 @@
 Starts in one process: an embedded MQTT broker with the municipality sensor simulator and the
 HiveMQ beat; the OpenCTI live-stream emulator (generating indicators, malware, observables,
 relationships and reports) with the OpenCTI beat; the Ditto emulator (connected cars) with the
-Ditto beat; the Orion emulator (rooms and parking spots) with the FIWARE beat. Then prints what
-to open. Kafka publishing is
-on when ``--kafka-bootstrap`` is given. Ctrl-C stops everything gracefully.
+Ditto beat; the Orion emulator (rooms and parking spots) with the FIWARE beat; and the gateway
+(port 8080) in front of the four beats, with its live dashboard. Then prints what to open. Kafka
+publishing is on when ``--kafka-bootstrap`` is given. Ctrl-C stops everything gracefully.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from beats.opencti.emulator import main as emulate_opencti
 from beats.opencti.service import build as build_opencti
 from beats.opencti.settings import OpenctiSettings
 from common.service import Beat
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
 
 __all__ = ["DemoSettings", "main"]
 
@@ -50,6 +52,7 @@ class DemoSettings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Interface the services listen on.")
+    gateway_port: int = Field(8080, description="HTTP port of the gateway and its dashboard.")
     data_dir: Path = Field(Path("data/demo"), description="Event logs of the demo's beats.")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap (unset: Kafka off).")
     kafka_idempotence: bool = Field(True, description="Idempotent producer.")
@@ -71,6 +74,7 @@ class DemoSettings(BaseSettings):
 
 
 def _banner(settings: DemoSettings) -> str:
+    gateway = f"http://{settings.host}:{settings.gateway_port}"
     sensors = f"http://{settings.host}:{settings.hivemq_port}"
     threats = f"http://{settings.host}:{settings.opencti_port}"
     twins = f"http://{settings.host}:{settings.ditto_port}"
@@ -80,6 +84,10 @@ def _banner(settings: DemoSettings) -> str:
         [
             "",
             "Works Beats demo is running. Open or paste:",
+            f"  {gateway}/                                    # live dashboard",
+            f"  curl -N {gateway}/streams                     # every beat through the gateway",
+            f"  curl -N '{gateway}/streams/hivemq?prefix.subject=city/sensors/station-00'",
+            "Each beat directly:",
             f"  curl -N {sensors}/events                      # live sensor readings (SSE)",
             f"  curl -N '{sensors}/events?last_event_id=0'    # everything kept, then live",
             f"  curl -N {threats}/events/indicators           # threat intel: indicators",
@@ -116,6 +124,7 @@ async def main(settings: DemoSettings, shutdown: asyncio.Event) -> None:
             outlier_rate=settings.outlier_rate,
         )
         opencti, ditto, fiware = _opencti(settings), _ditto(settings), _fiware(settings)
+        gateway = _gateway(settings)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(hivemq.serve(shutdown), name="demo:hivemq")
             tasks.create_task(
@@ -135,6 +144,7 @@ async def main(settings: DemoSettings, shutdown: asyncio.Event) -> None:
             await _until_ready(opencti, shutdown)
             await _until_ready(ditto, shutdown)
             await _until_ready(fiware, shutdown)
+            tasks.create_task(gateway.serve(shutdown), name="demo:gateway")
             print(_banner(settings), flush=True)
 
 
@@ -146,6 +156,17 @@ def _kafka(settings: DemoSettings) -> dict[str, Any]:
 
 
 _DEMO_TOKEN = "demo-opencti-token"
+
+
+def _gateway(settings: DemoSettings) -> Gateway:
+    ports = {
+        "hivemq": settings.hivemq_port,
+        "fiware": settings.fiware_port,
+        "opencti": settings.opencti_port,
+        "ditto": settings.ditto_port,
+    }
+    beats = [f"{name}=http://{settings.host}:{port}" for name, port in ports.items()]
+    return Gateway(GatewaySettings(host=settings.host, port=settings.gateway_port, beat=beats))
 
 
 def _orion_emulator(settings: DemoSettings) -> OrionEmulatorSettings:

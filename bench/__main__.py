@@ -13,10 +13,11 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import ditto_path, fiware_path, mqtt_path, opencti_path
+from bench import ditto_path, fiware_path, gateway_fanout, mqtt_path, opencti_path
 
 HERE = Path(__file__).parent
 TOLERANCE = 0.30
@@ -66,20 +67,43 @@ def regressions(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     return flagged
 
 
+Bench = Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
+
+BENCHMARKS: dict[str, Bench] = {
+    "mqtt_path_v5": lambda a: mqtt_path.run(count=a.count, version="5"),
+    "mqtt_path_v311": lambda a: mqtt_path.run(count=a.count, version="3.1.1"),
+    "opencti_path": lambda a: opencti_path.run(count=a.count // 2),
+    "ditto_path": lambda a: ditto_path.run(count=a.count // 2),
+    "fiware_path": lambda a: fiware_path.run(count=a.count // 20),
+    "gateway_fanout": lambda a: gateway_fanout.run(
+        clients=a.clients, rate=a.rate, idle=a.idle_connections
+    ),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+    )
     parser.add_argument("--count", type=int, default=20000, help="messages per throughput run")
+    parser.add_argument("--clients", type=int, default=1000, help="gateway fan-out: SSE clients")
+    parser.add_argument("--rate", type=float, default=50.0, help="gateway fan-out: events/s")
+    parser.add_argument(
+        "--idle-connections", type=int, default=10_000, help="gateway fan-out: idle connections"
+    )
     parser.add_argument("--save-baseline", action="store_true", help="write bench/baseline.json")
     args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    names = args.names or list(BENCHMARKS)
     result = {
         "machine": machine(),
-        "benchmarks": {
-            "mqtt_path_v5": asyncio.run(mqtt_path.run(count=args.count, version="5")),
-            "mqtt_path_v311": asyncio.run(mqtt_path.run(count=args.count, version="3.1.1")),
-            "opencti_path": asyncio.run(opencti_path.run(count=args.count // 2)),
-            "ditto_path": asyncio.run(ditto_path.run(count=args.count // 2)),
-            "fiware_path": asyncio.run(fiware_path.run(count=args.count // 20)),
-        },
+        "benchmarks": {name: asyncio.run(BENCHMARKS[name](args)) for name in names},
     }
     text = json.dumps(result, indent=2)
     print(text)
@@ -87,7 +111,12 @@ def main() -> None:
     (HERE / "results" / "latest.json").write_text(text + "\n")
     baseline_path = HERE / "baseline.json"
     if args.save_baseline:
-        baseline_path.write_text(text + "\n")
+        saved = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
+        saved = {
+            "machine": result["machine"],
+            "benchmarks": {**saved.get("benchmarks", {}), **result["benchmarks"]},
+        }
+        baseline_path.write_text(json.dumps(saved, indent=2) + "\n")
     elif baseline_path.exists():
         flagged = regressions(result, json.loads(baseline_path.read_text()))
         for line in flagged:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port, threats, cars, city = free_port(), free_port(), free_port(), free_port()
+    front = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -51,6 +52,8 @@ def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None
             "0.05",
             "--rate",
             "10",
+            "--gateway-port",
+            str(front),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,11 +88,27 @@ def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None
             )
         )
         assert all(m.event == "beats.fiware.entity" for m in rooms)
+        _every_beat_reaches_the_gateway(f"http://127.0.0.1:{front}")
         process.send_signal(signal.SIGINT)
         assert process.wait(15) == 0
         assert process.stdout is not None
         output = process.stdout.read().decode()
         assert f"curl -N {base}/events" in output
+        assert f"curl -N http://127.0.0.1:{front}/streams" in output
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _every_beat_reaches_the_gateway(gateway: str) -> None:
+    beats = {"hivemq", "opencti", "ditto", "fiware"}
+    for name in sorted(beats):
+        messages = asyncio.run(
+            read_sse(f"{gateway}/streams/{name}?last_event_id=0", count=3, timeout=20)
+        )
+        assert {m.json()["beat"] for m in messages} == {name}
+    merged = asyncio.run(read_sse(f"{gateway}/streams", count=40, timeout=20))
+    assert {m.json()["beat"] for m in merged} <= beats and len(merged) == 40
+    status = httpx.get(f"{gateway}/beats", timeout=5).json()
+    assert {b["name"] for b in status["beats"]} == beats
+    assert httpx.get(f"{gateway}/", timeout=5).text.count("Works Beats") >= 1

@@ -1,0 +1,304 @@
+"""One client's SSE stream through the gateway: replay, hand-over to the live stream, overflow.
+
+A client stream reads one or more upstreams (one for ``/streams/{beat}[/{channel}]``, one per
+permitted beat for ``/streams``). For each it has a :class:`Subscription` with a position
+``last`` in the beat's sequence.
+
+Replay and hand-over (no gap, no duplicate), per subscription:
+
+1. The subscription is registered with the shared upstream *first*. While it is catching up
+   it *holds* the live events it is offered; ``floor`` is a position such that the held
+   events are every event of the stream after ``floor``.
+2. The events between the client's ``Last-Event-ID`` and ``floor`` come from the upstream's
+   ring when it still covers them, else from a dedicated, short-lived read from the beat with
+   that ``Last-Event-ID`` (the beat replays from its log, and signals ``beats.gap`` itself if
+   retention dropped part of the range). The read stops at the first event past ``floor``.
+3. Then, with no await in between, the held events are moved to the client's queue and the
+   subscription goes live. Every event is sent only if its sequence is past ``last``.
+
+If the held events overflow while a long replay runs, they are dropped and ``floor`` moves up
+to the newest of them: the replay simply goes further (it is a complete stream of its own).
+A client ahead of the upstream (it came from the beat, or the beat's log was reset) is
+checked with the beat, which answers with events or with a gap signal.
+
+Overflow: once live, a client has a bounded queue (``--client-queue-size``). Publishing never
+waits; a client whose queue is full is disconnected with a ``retry:`` hint and resumes with
+its ``Last-Event-ID``, as on a beat. A client whose replay read fails (the beat is down) is
+ended the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import httpx
+from httpx_sse import SSEError
+
+from gateway.auth import tlp_allows
+from gateway.filters import Filter, matches
+from gateway.frames import Frame
+from gateway.metrics import GatewayMetrics
+from gateway.upstream import BeatError, Upstream, open_beat_stream
+
+__all__ = ["ClientStream", "Subscription"]
+
+_log = logging.getLogger(__name__)
+_RETRY = b"retry: 2000\n\n"
+_OVERFLOW = b": overflow, reconnect with Last-Event-ID to resume\nretry: 500\n\n"
+_FAILED = b": the beat is unreachable, reconnect with Last-Event-ID to resume\nretry: 2000\n\n"
+
+
+class Subscription:
+    """One client's view of one upstream (see the module docstring)."""
+
+    def __init__(self, client: ClientStream, label: str, upstream: Upstream) -> None:
+        self.client = client
+        self.label = label
+        self.upstream = upstream
+        self.last: int | None = None
+        self.live = True
+        self.floor: int | None = None
+        self.held: deque[Frame] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, resume: int | None) -> None:
+        """Register with the upstream and start at ``resume`` (None: live from now)."""
+        upstream = self.upstream
+        upstream.subscribe(self)
+        if resume is None or resume == upstream.head:
+            self.last = upstream.head
+            return
+        self.last = resume
+        self.live = False
+        self.floor = upstream.head
+        self.task = asyncio.create_task(
+            self._catch_up(resume), name=f"gateway:catch-up:{self.label}"
+        )
+
+    def offer(self, frame: Frame) -> None:
+        """Called by the upstream for each frame it receives; never waits."""
+        if self.live:
+            self.client.push(self, frame)
+            return
+        if frame.seq is not None and self.floor is None:
+            self.floor = frame.seq - 1
+        if len(self.held) >= self.client.queue_size and frame.seq is not None:
+            self.held.clear()
+            self.floor = frame.seq
+            return
+        self.held.append(frame)
+
+    async def _catch_up(self, cursor: int) -> None:
+        try:
+            if self.floor is None or cursor > self.floor:
+                # ahead of the upstream (or it has no position yet): the beat knows better
+                self.client.metrics.replays.labels("beat").inc()
+                cursor = await self._read_beat(cursor)
+            while True:
+                cursor = await self._replay_to_floor(cursor)
+                await self.client.drained()
+                if self.floor is not None and cursor >= self.floor:
+                    self._go_live()
+                    return
+        except (httpx.HTTPError, SSEError, BeatError, ValueError) as exc:
+            _log.info("client replay of %s from the beat failed: %s", self.label, exc)
+            self.client.fail()
+
+    async def _replay_to_floor(self, cursor: int) -> int:
+        """Send what lies between ``cursor`` and ``floor``, from the ring or from the beat."""
+        while self.floor is None or cursor < self.floor:
+            head = self.upstream.head
+            frames = self.upstream.ring_after(cursor)
+            if frames is not None and head is not None:
+                self.client.metrics.replays.labels("ring").inc()
+                await self.client.push_replay(self, frames)
+                cursor = max(cursor, head)
+            else:
+                self.client.metrics.replays.labels("beat").inc()
+                cursor = await self._read_beat(cursor)
+        return cursor
+
+    async def _read_beat(self, cursor: int) -> int:
+        """Replay from the beat after ``cursor`` until the held events take over."""
+        http, url = self.client.http, self.upstream.url
+        async with open_beat_stream(http, url, cursor) as frames:
+            async for frame in frames:
+                if frame.gap is not None:
+                    cursor = frame.gap.resumed_after
+                elif self.floor is not None and frame.seq is not None and frame.seq > self.floor:
+                    return max(cursor, self.floor)
+                else:
+                    cursor = frame.seq or cursor
+                await self.client.push_replay(self, [frame])
+                if self.floor is not None and cursor >= self.floor:
+                    return cursor
+        raise BeatError(f"{url}: the beat ended the replay")
+
+    def _go_live(self) -> None:
+        held, self.held = self.held, deque()
+        self.live = True
+        self.client.push_many(self, held)
+
+    def stop(self) -> None:
+        self.upstream.unsubscribe(self)
+        if self.task is not None:
+            self.task.cancel()
+
+
+class ClientStream:
+    """The frames one client receives (see the module docstring). ``merged``: the ``id:`` of
+    each message is the position vector ``label=seq;label=seq`` of every subscription."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        metrics: GatewayMetrics,
+        queue_size: int,
+        merged: bool,
+        filter: Filter | None,
+        tlp_max: str | None,
+        on_close: Callable[[ClientStream], None],
+    ) -> None:
+        self.http = http
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.merged = merged
+        self.filter = filter
+        self.tlp_max = tlp_max
+        self.subscriptions: list[Subscription] = []
+        self.out: deque[tuple[Subscription, Frame]] = deque()
+        self.overflowed = False
+        self.failed = False
+        self.closed = False
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._on_close = on_close
+        self._released = False
+
+    def open(self, upstreams: Iterable[tuple[str, Upstream, int | None]]) -> None:
+        """Subscribe to each (label, upstream, resume position)."""
+        for label, upstream, resume in upstreams:
+            subscription = Subscription(self, label, upstream)
+            self.subscriptions.append(subscription)
+            subscription.start(resume)
+
+    # -- filling the queue (upstreams and replays) -----------------------------------------------
+
+    def push(self, subscription: Subscription, frame: Frame) -> None:
+        if self.overflowed or self.closed:
+            return
+        if len(self.out) >= self.queue_size:
+            self.overflowed = True
+            self.out.clear()
+            self.metrics.overflow.inc()
+        else:
+            self.out.append((subscription, frame))
+        self._wakeup.set()
+
+    def push_many(self, subscription: Subscription, frames: Iterable[Frame]) -> None:
+        self.out.extend((subscription, frame) for frame in frames)
+        self._wakeup.set()
+
+    async def push_replay(self, subscription: Subscription, frames: list[Frame]) -> None:
+        """Queue replayed frames, waiting while the client is behind (replays never overflow)."""
+        step = max(1, self.queue_size // 2)
+        for start in range(0, len(frames), step):
+            while len(self.out) >= step and not self.closed:
+                self._space.clear()
+                await self._space.wait()
+            self.push_many(subscription, frames[start : start + step])
+
+    async def drained(self) -> None:
+        """Return once the client took everything queued (or the stream ended)."""
+        while self.out and not self.closed:
+            self._space.clear()
+            await self._space.wait()
+
+    def fail(self) -> None:
+        self.failed = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """End the stream (shutdown); the client resumes elsewhere with ``Last-Event-ID``."""
+        self.closed = True
+        self._wakeup.set()
+        self._space.set()
+
+    # -- the client's side -------------------------------------------------------------------------
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The SSE bytes for the client; releases everything when it ends."""
+        try:
+            yield _RETRY
+            while not (self.closed or self.overflowed or self.failed):
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                chunk = self._drain()
+                self._space.set()
+                if chunk:
+                    yield chunk
+            if self.overflowed:
+                yield _OVERFLOW
+            elif self.failed:
+                yield _FAILED
+        finally:
+            self.release()
+
+    def _drain(self) -> bytes:
+        if self.overflowed:
+            return b""
+        parts: list[bytes] = []
+        while self.out:
+            subscription, frame = self.out.popleft()
+            part = self._render(subscription, frame)
+            if part is not None:
+                parts.append(part)
+        return b"".join(parts)
+
+    def _render(self, subscription: Subscription, frame: Frame) -> bytes | None:
+        if frame.gap is not None:
+            subscription.last = frame.gap.resumed_after
+            self.metrics.gaps.inc()
+            return frame.wire()
+        assert frame.seq is not None
+        if subscription.last is not None and frame.seq <= subscription.last:
+            return None
+        subscription.last = frame.seq
+        if not self._visible(frame):
+            return None
+        return frame.wire_with_id(self.position()) if self.merged else frame.wire()
+
+    def _visible(self, frame: Frame) -> bool:
+        tlp_marked = self.tlp_max is not None and '"tlp"' in frame.data
+        if tlp_marked and not tlp_allows(self.tlp_max, frame.event().get("tlp")):
+            self.metrics.filtered.labels("tlp").inc()
+            return False
+        if self.filter is not None:
+            try:
+                visible = matches(self.filter, frame.event())
+            except ValueError:
+                visible = False
+            if not visible:
+                self.metrics.filtered.labels("filter").inc()
+                return False
+        return True
+
+    def position(self) -> str:
+        """The merged stream's id: ``label=seq`` of every subscription with a position."""
+        return ";".join(f"{s.label}={s.last}" for s in self.subscriptions if s.last is not None)
+
+    def release(self) -> None:
+        """Unsubscribe and give the stream slot back (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        self.closed = True
+        for subscription in self.subscriptions:
+            subscription.stop()
+        with contextlib.suppress(Exception):
+            self._on_close(self)

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the gateway (``beats_gateway_*``), in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["GatewayMetrics"]
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = "beats_gateway_"
+        self.clients = Gauge(p + "clients", "Connected SSE clients", registry=r)
+        self.connections = Counter(p + "client_connections", "SSE streams accepted", registry=r)
+        self.rejected = Counter(
+            p + "streams_rejected", "Streams refused because --max-streams was reached", registry=r
+        )
+        self.upstreams = Gauge(p + "upstreams", "Open upstream streams (beat, channel)", registry=r)
+        self.upstream_connected = Gauge(
+            p + "upstreams_connected", "Upstream streams currently connected", registry=r
+        )
+        self.upstream_reconnects = Counter(
+            p + "upstream_reconnects",
+            "Upstream streams reopened (with Last-Event-ID) after a drop",
+            ["beat"],
+            registry=r,
+        )
+        self.upstream_events = Counter(
+            p + "upstream_events", "Events received from the beats", ["beat"], registry=r
+        )
+        self.overflow = Counter(
+            p + "overflow_disconnects",
+            "Clients disconnected because their queue overflowed",
+            registry=r,
+        )
+        self.replays = Counter(
+            p + "replays", "Client replays by where they were served from", ["source"], registry=r
+        )
+        self.gaps = Counter(p + "gap_signals", "beats.gap signals passed to clients", registry=r)
+        self.auth_failures = Counter(
+            p + "auth_failures", "Refused requests by reason", ["reason"], registry=r
+        )
+        self.filtered = Counter(
+            p + "filtered_events",
+            "Events not sent to a client, by reason (filter or tlp)",
+            ["reason"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            p + "task_restarts", "Supervised task restarts after a failure", ["task"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

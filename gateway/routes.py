@@ -1,0 +1,220 @@
+"""The gateway's HTTP surface: streams, beat status, health, metrics and the dashboard page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+
+from common.routes import SSE_HEADERS
+from common.sse import parse_last_event_id
+from gateway.auth import AuthError, Principal
+from gateway.filters import FilterError, parse_query
+from gateway.upstream import StreamKey, stream_label
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+__all__ = ["gateway_router", "install_error_handlers", "parse_position"]
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+_FILTERS = (
+    "Filters (query parameters, all must hold): exact.<attr>=v, prefix.<attr>=v, "
+    "suffix.<attr>=v, not.<dialect>.<attr>=v, any.<dialect>.<attr>=v (one group, at least one "
+    "holds), data.<path>=v (a data field equals v), filter=<CloudEvents Subscriptions API "
+    "filter array as JSON>. <attr> is a CloudEvents attribute or extension, or data.<path>."
+)
+
+LastId = Annotated[str | None, Header(alias="Last-Event-ID")]
+LastIdQuery = Annotated[
+    str | None,
+    Query(description="Resume after this position (0: everything the beats keep)."),
+]
+TokenQuery = Annotated[
+    str | None, Query(description="Bearer token, for browsers' EventSource (or a cookie).")
+]
+
+
+def parse_position(raw: str | None, labels: list[str]) -> dict[str, int | None]:
+    """The merged stream's resume position: ``None`` (live), ``0`` (everything), or the vector
+    ``label=seq;label=seq`` it sent as ``id:``. Labels it does not name start live."""
+    positions: dict[str, int | None] = dict.fromkeys(labels)
+    if raw is None or raw.strip() == "":
+        return positions
+    if raw.strip() == "0":
+        return dict.fromkeys(labels, 0)
+    for part in raw.split(";"):
+        label, sep, value = part.strip().partition("=")
+        if not sep or not value.isdigit():
+            raise ValueError(
+                "the merged stream resumes from its own ids, label=seq;label=seq "
+                "(for example hivemq=17;fiware=42), or from 0"
+            )
+        if label in positions:
+            positions[label] = int(value)
+    return positions
+
+
+def install_error_handlers(app: FastAPI, gateway: Gateway) -> None:
+    async def auth_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AuthError)
+        gateway.metrics.auth_failures.labels(exc.reason).inc()
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    app.add_exception_handler(AuthError, auth_error)
+
+
+def gateway_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter()
+    _health_routes(router, gateway)
+    _stream_routes(router, gateway)
+
+    @router.get("/beats", tags=["status"])
+    async def beats(request: Request) -> dict[str, Any]:
+        """Every beat the token may see: readiness, event rates per second (total and per
+        channel), events committed, Kafka lag, the beat's SSE subscribers, the gateway's
+        upstream streams of it, and when it was last polled."""
+        principal = gateway.principal(request)
+        return {"beats": [gateway.beat_report(name) for name in gateway.visible_beats(principal)]}
+
+    @router.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(_DASHBOARD, media_type="text/html")
+
+    return router
+
+
+def _health_routes(router: APIRouter, gateway: Gateway) -> None:
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready when no beat is configured or at least one beat answered ready at the last
+        poll (a gateway with some beats down still serves the others); says which are not."""
+        beats = {
+            name: {"ready": s.ready, "reachable": s.reachable, "error": s.error}
+            for name, s in gateway.poller.statuses.items()
+        }
+        ready = gateway.poller.ready and not gateway.stopping
+        body = {"ready": ready, "beats": beats, "streams": len(gateway.clients)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """The gateway's own Prometheus metrics (beats_gateway_*)."""
+        return Response(gateway.metrics.render(), media_type=_PROMETHEUS)
+
+
+def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
+    @router.get(
+        "/streams",
+        tags=["streams"],
+        response_class=EventSourceResponse,
+        description="Every beat the token may read, merged (SSE). Each message's id is the "
+        "position vector label=seq;label=seq (label: the beat, or beat/channel for a token "
+        "scoped to channels); resume with it as Last-Event-ID, or with 0 for everything. "
+        + _FILTERS,
+    )
+    async def merged(
+        request: Request,
+        last_event_id_header: LastId = None,
+        last_event_id: LastIdQuery = None,
+        access_token: TokenQuery = None,
+    ) -> Response:
+        principal = gateway.principal(request)
+        keys = gateway.merged_keys(principal)
+        if not keys:
+            raise gateway.auth.forbid(principal, "any beat")
+        raw = last_event_id_header or last_event_id
+        try:
+            positions = parse_position(raw, [stream_label(k) for k in keys])
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        targets = [(key, positions[stream_label(key)]) for key in keys]
+        return _open(gateway, request, principal, targets, merged=True)
+
+    @router.get(
+        "/streams/{beat}",
+        tags=["streams"],
+        response_class=EventSourceResponse,
+        description="Every channel of one beat (SSE); ids are the beat's own sequences, "
+        "replay as on the beat. " + _FILTERS,
+    )
+    async def beat_stream(
+        request: Request,
+        beat: str,
+        last_event_id_header: LastId = None,
+        last_event_id: LastIdQuery = None,
+        access_token: TokenQuery = None,
+    ) -> Response:
+        return _single(gateway, request, (beat, None), last_event_id_header, last_event_id)
+
+    @router.get(
+        "/streams/{beat}/{channel}",
+        tags=["streams"],
+        response_class=EventSourceResponse,
+        description="One channel of one beat (SSE); ids are the beat's own sequences, "
+        "replay as on the beat. " + _FILTERS,
+    )
+    async def channel_stream(
+        request: Request,
+        beat: str,
+        channel: str,
+        last_event_id_header: LastId = None,
+        last_event_id: LastIdQuery = None,
+        access_token: TokenQuery = None,
+    ) -> Response:
+        return _single(gateway, request, (beat, channel), last_event_id_header, last_event_id)
+
+
+def _single(
+    gateway: Gateway, request: Request, key: StreamKey, header: str | None, query: str | None
+) -> Response:
+    principal = gateway.principal(request)
+    beat, channel = key
+    if beat not in gateway.settings.beats:
+        raise HTTPException(404, f"no beat named {beat!r} behind this gateway")
+    if not principal.allows(beat, channel):
+        raise gateway.auth.forbid(principal, stream_label(key))
+    try:
+        resume = parse_last_event_id(header, query)
+    except ValueError:
+        raise HTTPException(400, "Last-Event-ID must be a non-negative integer") from None
+    return _open(gateway, request, principal, [(key, resume)], merged=False)
+
+
+def _open(
+    gateway: Gateway,
+    request: Request,
+    principal: Principal,
+    targets: list[tuple[StreamKey, int | None]],
+    *,
+    merged: bool,
+) -> Response:
+    try:
+        filter = parse_query(request.query_params.multi_items())
+    except FilterError as exc:
+        raise HTTPException(400, f"bad filter: {exc}") from None
+    client = gateway.open_client(principal, filter, targets, merged=merged)
+    if client is None:
+        retry = str(gateway.settings.retry_after)
+        return JSONResponse(
+            {"error": "busy", "error_description": "too many streams, retry later"},
+            status_code=503,
+            headers={"Retry-After": retry},
+        )
+    return EventSourceResponse(
+        client.frames(),
+        headers=SSE_HEADERS,
+        ping=gateway.settings.sse_heartbeat,
+        send_timeout=gateway.settings.sse_send_timeout,
+        background=BackgroundTask(client.release),
+    )

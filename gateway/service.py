@@ -1,0 +1,226 @@
+"""The gateway as a running service: ``beats run gateway``.
+
+:func:`build` wires settings, auth, the upstream pool, the status poller and the HTTP app;
+:meth:`Gateway.serve` runs them until ``shutdown`` is set. Shutdown is graceful and bounded by
+``--shutdown-timeout``: the gateway reports not ready, ends every client stream (clients
+resume elsewhere with ``Last-Event-ID``), closes the upstream streams, then stops HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
+
+from common.metrics import Metrics
+from common.service import UvicornServer
+from common.supervise import supervise
+from gateway.auth import Authenticator, Principal, describe, load_tokens
+from gateway.clients import ClientStream
+from gateway.filters import Filter
+from gateway.metrics import GatewayMetrics
+from gateway.routes import gateway_router, install_error_handlers
+from gateway.settings import GatewaySettings
+from gateway.status import StatusPoller
+from gateway.upstream import StreamKey, UpstreamPool, stream_label
+
+__all__ = ["Gateway", "GatewaySettings", "build", "main"]
+
+_log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.beats = settings.beats
+        self.metrics = GatewayMetrics()
+        entries = load_tokens(settings.tokens_file) if settings.tokens_file else None
+        self.auth = Authenticator(entries)
+        if entries is not None:
+            _log.info("gateway: %d tokens: %s", len(entries), describe(entries))
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=settings.upstream_read_timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            trust_env=False,
+        )
+        self.pool = UpstreamPool(
+            self.beats,
+            http=self.http,
+            ring_size=settings.ring_size,
+            linger=settings.upstream_linger,
+            metrics=self.metrics,
+        )
+        self.poller = StatusPoller(self.beats, http=self.http, interval=settings.status_interval)
+        self.clients: set[ClientStream] = set()
+        self.stopping = False
+        self.app = self._create_app()
+
+    def _create_app(self) -> FastAPI:
+        app = FastAPI(
+            title="Works Beats gateway",
+            description="Auth, fan-out, replay and filters in front of the beats.",
+            version="0.1.0",
+        )
+        if self.settings.cors_origins:
+            origins = self.settings.cors_origins
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_credentials="*" not in origins,
+                allow_methods=["GET"],
+                allow_headers=["Authorization", "Last-Event-ID", "Cache-Control"],
+            )
+        install_error_handlers(app, self)
+        app.include_router(gateway_router(self))
+        return app
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def principal(self, request: Request) -> Principal:
+        """The caller (``AuthError`` → 401); the token itself is never logged."""
+        token = self.auth.presented(request.headers, request.query_params, request.cookies)
+        return self.auth.authenticate(token)
+
+    def visible_beats(self, principal: Principal) -> list[str]:
+        return [name for name in self.beats if principal.any_scope(name)]
+
+    def merged_keys(self, principal: Principal) -> list[StreamKey]:
+        """The upstreams of ``/streams``: each whole beat in scope, else its scoped channels."""
+        keys: list[StreamKey] = []
+        for beat in self.beats:
+            if principal.allows(beat):
+                keys.append((beat, None))
+            else:
+                keys.extend((beat, channel) for channel in principal.channels(beat))
+        return keys
+
+    def open_client(
+        self,
+        principal: Principal,
+        filter: Filter | None,
+        targets: list[tuple[StreamKey, int | None]],
+        *,
+        merged: bool,
+    ) -> ClientStream | None:
+        """A subscribed client stream, or ``None`` when ``--max-streams`` are open."""
+        if len(self.clients) >= self.settings.max_streams or self.stopping:
+            self.metrics.rejected.inc()
+            return None
+        client = ClientStream(
+            http=self.http,
+            metrics=self.metrics,
+            queue_size=self.settings.client_queue_size,
+            merged=merged,
+            filter=filter,
+            tlp_max=principal.tlp_max,
+            on_close=self._client_closed,
+        )
+        self.clients.add(client)
+        self.metrics.clients.set(len(self.clients))
+        self.metrics.connections.inc()
+        client.open((stream_label(key), self.pool.acquire(key), resume) for key, resume in targets)
+        return client
+
+    def _client_closed(self, client: ClientStream) -> None:
+        if client in self.clients:
+            self.clients.discard(client)
+            for subscription in client.subscriptions:
+                self.pool.release(subscription.upstream)
+            self.metrics.clients.set(len(self.clients))
+
+    def beat_report(self, name: str) -> dict[str, Any]:
+        report = self.poller.statuses[name].report()
+        report["gateway"] = [
+            {
+                "stream": upstream.label,
+                "connected": upstream.connected,
+                "head": upstream.head,
+                "clients": upstream.refs,
+                "ring": len(upstream.ring),
+            }
+            for upstream in self.pool.all()
+            if upstream.beat == name
+        ]
+        return report
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def serve(self, shutdown: asyncio.Event) -> None:
+        """Run until ``shutdown`` is set, then stop gracefully (see the module docstring)."""
+        if self.auth.open:
+            _log.warning(
+                "gateway: NO --tokens-file: the gateway is OPEN, anyone who can reach "
+                "%s:%d reads every beat. Give --tokens-file in production.",
+                self.settings.host,
+                self.settings.port,
+            )
+        server = UvicornServer(
+            uvicorn.Config(
+                self.app,
+                host=self.settings.host,
+                port=self.settings.port,
+                log_level="warning",
+                access_log=False,  # query strings may hold access_token
+                lifespan="off",
+                timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout / 2)),
+            )
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self.pool.start(tasks)
+                pollers = [self._start_poller(tasks, name) for name in self.beats]
+                http = tasks.create_task(server.serve(), name="gateway:http")
+                await _wait(shutdown, http)
+                await self._stop(server, http, pollers)
+        finally:
+            await self.http.aclose()
+
+    def _start_poller(self, tasks: asyncio.TaskGroup, name: str) -> asyncio.Task[None]:
+        restarts = cast(Metrics, self.metrics)  # supervise() only counts .restarts
+        return tasks.create_task(
+            supervise(f"status:{name}", lambda: self.poller.run(name), metrics=restarts),
+            name=f"gateway:status:{name}",
+        )
+
+    async def _stop(
+        self, server: uvicorn.Server, http: asyncio.Task[None], pollers: list[asyncio.Task[None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        _log.info("gateway: shutting down (%d streams)", len(self.clients))
+        self.stopping = True
+        for client in list(self.clients):
+            client.close()
+        for poller in pollers:
+            poller.cancel()
+        self.pool.close_all()
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(http), max(0.5, deadline - loop.time()))
+        if not http.done():
+            http.cancel()
+
+
+async def _wait(shutdown: asyncio.Event, http: asyncio.Task[None]) -> None:
+    """Return when ``shutdown`` is set or the HTTP server stopped (re-raising its failure)."""
+    waiter = asyncio.create_task(shutdown.wait(), name="gateway:shutdown-wait")
+    try:
+        await asyncio.wait({waiter, http}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if http.done():
+        http.result()
+
+
+def build(settings: GatewaySettings) -> Gateway:
+    return Gateway(settings)
+
+
+async def main(settings: GatewaySettings, shutdown: asyncio.Event) -> None:
+    await build(settings).serve(shutdown)

@@ -1,0 +1,101 @@
+"""Options of the gateway: ``beats run gateway``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from common.settings import ServiceSettings, StrList, split_list
+
+__all__ = ["GatewaySettings", "parse_beats"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def parse_beats(specs: list[str]) -> dict[str, str]:
+    """``["hivemq=http://127.0.0.1:8101", ...]`` → ``{"hivemq": "http://127.0.0.1:8101"}``."""
+    beats: dict[str, str] = {}
+    for spec in specs:
+        name, sep, url = spec.partition("=")
+        name, url = name.strip(), url.strip().rstrip("/")
+        if not sep or not _NAME.match(name):
+            raise ValueError(f"--beat must be NAME=URL with a lower-case name, got {spec!r}")
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValueError(f"--beat {name}: the URL must be http(s)://host:port, got {url!r}")
+        if name in beats:
+            raise ValueError(f"--beat {name} is given twice")
+        beats[name] = url
+    return beats
+
+
+class GatewaySettings(ServiceSettings):
+    """Front the beats: SSE fan-out with replay and filters, auth, status, dashboard."""
+
+    port: int = Field(8080, description="HTTP port.")
+    beat: StrList = Field(
+        default_factory=list,
+        description="NAME=URL of a beat to front, repeatable (e.g. hivemq=http://127.0.0.1:8101).",
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="YAML or JSON file of bearer tokens and their scopes "
+        "(unset: the gateway is open to everyone, with a warning at start-up).",
+    )
+    max_streams: int = Field(
+        10_000, ge=1, description="Concurrent SSE streams; beyond it 503 with Retry-After."
+    )
+    retry_after: int = Field(
+        5, ge=1, description="Seconds in Retry-After when --max-streams is reached."
+    )
+    client_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="Per-client buffer; a client that overflows it is disconnected with a "
+        "retry: hint and resumes with Last-Event-ID.",
+    )
+    ring_size: int = Field(
+        10_000,
+        ge=0,
+        description="Recent events kept in memory per upstream stream for replays; older "
+        "replays are read from the beat.",
+    )
+    cors_origins: StrList = Field(
+        default_factory=list,
+        description="Origins allowed by CORS, repeatable ('*' for any; unset: no CORS headers).",
+    )
+    sse_heartbeat: float = Field(15.0, description="Seconds between SSE heartbeat comments.")
+    sse_send_timeout: float = Field(
+        30.0, description="A client that does not take a write for this long is disconnected."
+    )
+    upstream_linger: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds an upstream stream stays open after its last client left "
+        "(a client coming back soon finds it and its ring still there).",
+    )
+    upstream_read_timeout: float = Field(
+        45.0, description="Seconds without a byte from a beat before its stream is reopened."
+    )
+    status_interval: float = Field(
+        2.0, gt=0, description="Seconds between polls of every beat's /readyz and /metrics."
+    )
+
+    @field_validator("beat", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("beat")
+    @classmethod
+    def _check_beats(cls, value: list[str]) -> list[str]:
+        parse_beats(value)
+        return value
+
+    @property
+    def beats(self) -> dict[str, str]:
+        """The fronted beats, name → base URL."""
+        return parse_beats(self.beat)
