@@ -29,8 +29,8 @@ lint: install
 
 bench: install
 	# the FIWARE benchmark compares with the FIWARE PySpark connector, which pins an old
-	# pyspark: it goes into the bench environment without its dependencies
-	$(BIN)/pip install --quiet pyspark==4.3.0 pyarrow==26.0.1
+	# pyspark: it goes into the bench environment without its dependencies (pyspark 4 is a
+	# dev dependency)
 	$(BIN)/pip install --quiet --no-deps fiware-pyspark-connector==0.0.10
 	$(BIN)/python -m bench $(ARGS)
 

@@ -55,6 +55,7 @@ SIMULATE = {
     ),
 }
 DEMO = Command("beats.demo", "DemoSettings", "everything on one machine")
+TAIL = Command("common.client", "TailSettings", "print a live feed: beats tail URL")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{name} one of: {choices}", add_help=False)
         p.add_argument("name", choices=sorted(table))
     sub.add_parser("demo", help=DEMO.summary, add_help=False)
+    sub.add_parser("tail", help=TAIL.summary, add_help=False)
     return parser
 
 
@@ -78,8 +80,8 @@ def _split(argv: Sequence[str]) -> tuple[Command, str, list[str]]:
         parser.print_help()
         raise SystemExit(0 if argv else 2)
     command = argv[0]
-    if command == "demo":
-        return DEMO, "beats demo", list(argv[1:])
+    if command in ("demo", "tail"):
+        return (DEMO if command == "demo" else TAIL), f"beats {command}", list(argv[1:])
     table = {"run": RUN, "emulate": EMULATE, "simulate": SIMULATE}.get(command)
     if table is None or len(argv) < 2 or argv[1] not in table:
         parser.parse_args(list(argv[:2]))  # prints the usage error and exits

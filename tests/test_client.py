@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,20 @@ def test_pretty_lines_are_cut_and_gaps_are_spelled_out() -> None:
         "-- gap: events after 2 are gone (expired); resumed after 15"
     )
     assert format_item(event, output="json") == event.to_json().decode()
+
+
+async def test_beats_tail_command_prints_a_feed_and_stops_on_sigint(tmp_path: Path) -> None:
+    beat = make_beat(tmp_path)
+    async with run_beat(beat) as base:
+        await beat.pipeline.commit(make_events(3))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "beats", "tail", f"{base}/events",
+            "--last-event-id", "1", "--output", "json",
+            stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent,
+        )  # fmt: skip
+        assert process.stdout is not None
+        lines = [await asyncio.wait_for(process.stdout.readline(), 20) for _ in range(2)]
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    events = [CloudEvent.from_json(line) for line in lines]
+    assert [e.sequence for e in events] == [2, 3] and events[0].subject == "s1"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beats.cli import DEMO, EMULATE, RUN, SIMULATE, Command
+from beats.cli import DEMO, EMULATE, RUN, SIMULATE, TAIL, Command
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 COMMANDS = {
@@ -14,6 +14,7 @@ COMMANDS = {
     **{f"emulate {k}": c for k, c in EMULATE.items()},
     **{f"simulate {k}": c for k, c in SIMULATE.items()},
     "demo": DEMO,
+    "tail": TAIL,
 }
 
 
@@ -22,7 +23,10 @@ def test_every_option_is_documented(name: str) -> None:
     command: Command = COMMANDS[name]
     settings_class, _ = command.load()
     assert f"beats {name}" in README
-    for field in settings_class.model_fields:
+    for field, info in settings_class.model_fields.items():
+        if any("Positional" in getattr(m, "__name__", "") for m in info.metadata):
+            assert f"beats {name} {field.upper()}" in README, f"{name}: positional {field}"
+            continue
         option = "--" + field.replace("_", "-")
         assert f"`{option}`" in README, f"{name}: {option} is not in the README"
         assert f"`BEATS_{field.upper()}`" in README, f"{name}: BEATS_{field.upper()}"
