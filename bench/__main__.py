@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import ditto_path, fiware_path, gateway_fanout, mqtt_path, opencti_path
+from bench import ditto_path, fiware_path, gateway_fanout, mqtt_path, opencti_path, spark_source
 
 HERE = Path(__file__).parent
 TOLERANCE = 0.30
@@ -75,6 +75,7 @@ BENCHMARKS: dict[str, Bench] = {
     "opencti_path": lambda a: opencti_path.run(count=a.count // 2),
     "ditto_path": lambda a: ditto_path.run(count=a.count // 2),
     "fiware_path": lambda a: fiware_path.run(count=a.count // 20),
+    "spark_source": lambda a: spark_source.run(count=a.count),
     "gateway_fanout": lambda a: gateway_fanout.run(
         clients=a.clients, rate=a.rate, idle=a.idle_connections
     ),

@@ -1,5 +1,6 @@
 """The seeds' analytics end to end on real parts: Mosquitto → HiveMQ beat → Spark
-(``format("beats")``) → Kafka (tansu) / SQLite / MQTT alerts back through the beat."""
+(``format("beats")``) → Kafka (tansu) / SQLite / MQTT alerts back through the beat; the Orion
+emulator → FIWARE beat → Spark → write-back → Orion."""
 
 from __future__ import annotations
 
@@ -9,22 +10,33 @@ import itertools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from beats.ditto.emulator import create_app as create_ditto
+from beats.fiware.emulator import create_app as create_orion
 from beats.hivemq.simulator import readings
+from beats.opencti.emulator import create_app as create_opencti
+from beats.opencti.scenario import Scenario, stream_event
 from common.client import subscribe
 from common.envelope import CloudEvent
-from examples import monitoring, sensors
+from examples import fiware_prediction, indicator_scores, monitoring, sensors, twin_alerts
 from examples.common import publish_json
 from tests.brokers import KafkaBroker, MosquittoBroker
+from tests.ditto.test_ditto_beat import api as ditto_api
+from tests.ditto.test_ditto_beat import ditto_beat
+from tests.ditto.test_ditto_beat import subscribed as subscribed_ditto
+from tests.fiware.test_fiware_beat import fiware_beat, subscribed
 from tests.hivemq.test_mqtt_beat import hivemq_beat, ready
-from tests.support import eventually, run_beat
+from tests.opencti.conftest import TOKEN as OPENCTI_TOKEN
+from tests.opencti.test_opencti_beat import opencti_beat
+from tests.support import eventually, run_beat, serve_app
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -136,3 +148,161 @@ async def take_alerts(items: AsyncIterator[Any], count: int) -> list[dict[str, A
             if len(alerts) == count:
                 return alerts
     return alerts
+
+
+def _room(n: int, temperature: float, pressure: int) -> dict[str, Any]:
+    return {
+        "id": f"Room{n}",
+        "type": "Room",
+        "temperature": {"type": "Number", "value": temperature},
+        "pressure": {"type": "Number", "value": pressure},
+    }
+
+
+async def _predictions(orion: httpx.AsyncClient, count: int) -> dict[str, float]:
+    found: dict[str, float] = {}
+
+    async def landed() -> bool:
+        entities = (await orion.get("/v2/entities", params={"type": "Room"})).json()
+        found.clear()
+        found.update(
+            {e["id"]: e["predictedTemperature"]["value"] for e in entities
+             if "predictedTemperature" in e}
+        )  # fmt: skip
+        return len(found) == count
+
+    await eventually(landed, timeout=120, what="predictions written back")
+    return found
+
+
+async def test_seed_003_predictions_round_trip_through_the_fiware_beat(
+    spark: Any, tmp_path: Path
+) -> None:
+    readings = {1: (19.5, 1000), 2: (23.0, 1025), 3: (21.2, 1013)}
+    model = fiware_prediction.train()
+    app = create_orion()
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as orion:
+        beat = fiware_beat(
+            tmp_path, url, watched_attributes=["temperature", "pressure"], writeback_token="wb"
+        )
+        async with run_beat(beat) as base:
+            await subscribed(beat)
+            query = await asyncio.to_thread(
+                fiware_prediction.start, spark, feed_url=f"{base}/events/entities",
+                beat_url=base, token="wb", checkpoint=tmp_path / "ckpt", trigger="1 second",
+            )  # fmt: skip
+            try:
+                for n, (t, p) in readings.items():
+                    (await orion.post("/v2/entities", json=_room(n, t, p))).raise_for_status()
+                first = await _predictions(orion, 3)
+                changed = {"temperature": {"type": "Number", "value": 26.0}}
+                await orion.patch("/v2/entities/Room2/attrs", json=changed)
+                readings[2] = (26.0, 1025)
+                await eventually(
+                    lambda: _room2_updated(orion, first["Room2"]), timeout=120, what="Room2"
+                )
+                second = await _predictions(orion, 3)
+                head = beat.log.head
+                await asyncio.sleep(3)  # predictions written back must not come back as changes
+                assert beat.log.head == head == 4
+            finally:
+                await asyncio.to_thread(query.stop)
+    for n, (t, p) in readings.items():
+        law = 0.9 * t + 0.02 * (p - 1013) + 2.1
+        assert second[f"Room{n}"] == pytest.approx(round(float(model.predict([[t, p]])[0]), 2))
+        assert second[f"Room{n}"] == pytest.approx(law, abs=0.15)
+    assert first["Room2"] != second["Room2"]
+
+
+async def _room2_updated(orion: httpx.AsyncClient, old: float) -> bool:
+    entity = (await orion.get("/v2/entities/Room2")).json()
+    return bool(entity["predictedTemperature"]["value"] != old)
+
+
+async def test_ditto_engine_temperatures_over_the_threshold_are_stored_once(
+    spark: Any, tmp_path: Path
+) -> None:
+    thing, db = "org.works.cars:car-9", tmp_path / "alerts.sqlite"
+    engine = f"/api/2/things/{thing}/features/engine/properties/temperature"
+    app = create_ditto(token="jwt-1")
+    async with serve_app(app) as url:
+        beat = ditto_beat(tmp_path, url)
+        async with run_beat(beat) as base:
+            await subscribed_ditto(beat)
+            query = await asyncio.to_thread(
+                twin_alerts.start, spark, feed_url=f"{base}/events/twin", db=db,
+                checkpoint=tmp_path / "ckpt", trigger="1 second",
+            )  # fmt: skip
+            try:
+                body = {"features": {"engine": {"properties": {"temperature": 20.0}}}}
+                await ditto_api(url, "PUT", f"/api/2/things/{thing}", json=body)
+                for value in (90.0, 110.5, 95.0, 120.0, 100.0):
+                    await ditto_api(url, "PUT", engine, json=value)
+                await eventually(lambda: len(alerts(db)) == 2, timeout=120, what="two alerts")
+                await asyncio.sleep(2)  # later batches add nothing
+            finally:
+                await asyncio.to_thread(query.stop)
+    assert [(t, temp) for t, _, temp in alerts(db)] == [(thing, 110.5), (thing, 120.0)]
+    revisions = [revision for _, revision, _ in alerts(db)]
+    assert revisions == sorted(revisions) and revisions[1] - revisions[0] == 2
+
+
+def alerts(db: Path) -> list[tuple[str, int, float]]:
+    with closing(sqlite3.connect(db)) as conn, contextlib.suppress(sqlite3.OperationalError):
+        query = "SELECT thing_id, revision, temperature FROM alerts ORDER BY revision"
+        return [(str(a), int(b), float(c)) for a, b, c in conn.execute(query)]
+    return []
+
+
+async def test_opencti_indicator_counts_per_minute_and_score_band(
+    spark: Any, tmp_path: Path
+) -> None:
+    scenario, db = Scenario(seed=11), tmp_path / "indicators.sqlite"
+    frames = [stream_event("create", *scenario.indicator()) for _ in range(30)]
+    frames += [stream_event("create", *scenario.malware()) for _ in range(3)]
+    app = create_opencti(token=OPENCTI_TOKEN, heartbeat_interval=0.5)
+    async with serve_app(app) as url:
+        beat = opencti_beat(tmp_path, url)
+        async with run_beat(beat) as base:
+            query = await asyncio.to_thread(
+                indicator_scores.start, spark, feed_url=f"{base}/events/indicators", db=db,
+                checkpoint=tmp_path / "ckpt", trigger="1 second",
+            )  # fmt: skip
+            try:
+                async with httpx.AsyncClient(base_url=url) as emulator:
+                    added = await emulator.post("/admin/events", json=[{"data": f} for f in frames])
+                    added.raise_for_status()
+                feed = subscribe(f"{base}/events/indicators", last_event_id=0)
+                seen = [e for e in await take_events(feed, 30) if isinstance(e, CloudEvent)]
+                expected = Counter(
+                    (minute(e), indicator_scores.band(e.data["opencti"]["score"])) for e in seen
+                )
+                await eventually(
+                    lambda: sum(stored_counts(db).values()) == 30, timeout=120, what="counts"
+                )
+            finally:
+                await asyncio.to_thread(query.stop)
+    assert stored_counts(db) == dict(expected)
+    assert {band for _, band in expected} >= {"low", "high"}
+
+
+def minute(event: CloudEvent) -> str:
+    assert event.time is not None
+    return event.time.replace(second=0, microsecond=0, tzinfo=None).isoformat()
+
+
+def stored_counts(db: Path) -> dict[tuple[str, str], int]:
+    with closing(sqlite3.connect(db)) as conn, contextlib.suppress(sqlite3.OperationalError):
+        rows = conn.execute("SELECT window_start, band, count FROM indicator_counts")
+        return {(str(w), str(b)): int(n) for w, b, n in rows}
+    return {}
+
+
+async def take_events(items: AsyncGenerator[Any, None], count: int) -> list[Any]:
+    got: list[Any] = []
+    async with asyncio.timeout(30), contextlib.aclosing(items):
+        async for item in items:
+            got.append(item)
+            if len(got) == count:
+                break
+    return got
