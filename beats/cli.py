@@ -53,6 +53,7 @@ SIMULATE = {
     "sensors": Command(
         "beats.hivemq.simulator", "SimulatorSettings", "municipality sensors → MQTT"
     ),
+    "city": Command("beats.fiware.simulator", "CitySettings", "rooms, parking spots → Orion"),
 }
 DEMO = Command("beats.demo", "DemoSettings", "everything on one machine")
 TAIL = Command("common.client", "TailSettings", "print a live feed: beats tail URL")

@@ -12,14 +12,15 @@ from typing import Any
 from beats.fiware.emulator.broker import Broker
 from beats.fiware.emulator.model import Change, Entity, now
 
-__all__ = ["ROOMS", "SPOTS", "run_scenario", "step"]
+__all__ = ["ROOMS", "SPOTS", "entities", "readings", "run_scenario", "step"]
 
 ROOMS = 3
 SPOTS = 4
 _CORRELATOR = "00000000-0000-4000-8000-00000000demo"
 
 
-def _v2_attrs(kind: str, rng: random.Random, stamp: str) -> dict[str, Any]:
+def readings(kind: str, rng: random.Random, stamp: str) -> dict[str, Any]:
+    """New NGSI v2 attributes of one ``Room`` or ``ParkingSpot``."""
     at = {"TimeInstant": {"type": "DateTime", "value": stamp}}
     if kind == "Room":
         return {
@@ -50,7 +51,7 @@ def _ld_attrs(v2: dict[str, Any], stamp: str) -> dict[str, Any]:
     return out
 
 
-def _entities() -> list[tuple[str, str]]:
+def entities() -> list[tuple[str, str]]:
     rooms = [(f"urn:ngsi-ld:Room:{n:03d}", "Room") for n in range(1, ROOMS + 1)]
     spots = [(f"urn:ngsi-ld:ParkingSpot:{n:03d}", "ParkingSpot") for n in range(1, SPOTS + 1)]
     return rooms + spots
@@ -89,7 +90,7 @@ def _apply(broker: Broker, entity_id: str, kind: str, attrs: dict[str, Any], *, 
 def step(broker: Broker, rng: random.Random, entity_id: str, kind: str) -> None:
     """Give one entity new readings, in both APIs."""
     stamp = now()
-    v2 = _v2_attrs(kind, rng, stamp)
+    v2 = readings(kind, rng, stamp)
     _apply(broker, entity_id, kind, v2, ld=False)
     _apply(broker, entity_id, kind, _ld_attrs(v2, stamp), ld=True)
 
@@ -97,9 +98,9 @@ def step(broker: Broker, rng: random.Random, entity_id: str, kind: str) -> None:
 async def run_scenario(broker: Broker, *, interval: float, seed: int | None = None) -> None:
     """Create every entity, then change one at random every ``interval`` seconds, forever."""
     rng = random.Random(seed)
-    entities = _entities()
-    for entity_id, kind in entities:
+    every = entities()
+    for entity_id, kind in every:
         step(broker, rng, entity_id, kind)
     while True:
         await asyncio.sleep(interval)
-        step(broker, rng, *rng.choice(entities))
+        step(broker, rng, *rng.choice(every))
