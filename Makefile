@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-quick lint bench clean
+.PHONY: install demo test test-quick lint bench faults clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ bench: install
 	# dev dependency)
 	$(BIN)/pip install --quiet --no-deps fiware-pyspark-connector==0.0.10
 	$(BIN)/python -m bench $(ARGS)
+
+# the system-level fault scenarios with the issue's full 60 s outages (make test runs 5 s ones)
+faults: install
+	BEATS_FAULT_OUTAGE=60 $(BIN)/pytest -s tests/faults $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -35,11 +35,13 @@ def _count(out: Path) -> int:
     return int(out.read_text() or 0) if out.exists() else -1
 
 
-def _bodies(case: str, pad: int, count: int) -> list[bytes]:
+def _bodies(case: str, pad: int, count: int, senders: int) -> list[bytes]:
+    """Distinct notifications per case: the beat's event ids come from the content, so a body
+    repeated from an earlier case would be dropped as a duplicate (and never arrive)."""
     bodies = []
     for n in range(count):
         entity: dict[str, Any] = {
-            "id": f"{case}-{n}",
+            "id": f"{case}-{senders}-{n}",
             "type": "Room",
             "temperature": {"type": "Number", "value": n, "metadata": {}},
         }
@@ -80,15 +82,18 @@ async def _beat_case(base: str, case: str, pad: int, senders: int, count: int) -
         head = int((await client.get(f"{base}/readyz")).json()["log"]["head"])
         started = time.perf_counter()
         posting = asyncio.create_task(
-            _post_all(f"{base}/notify", _bodies(case, pad, count), senders, headers)
+            _post_all(f"{base}/notify", _bodies(case, pad, count, senders), senders, headers)
         )
         seen = 0
-        async with aconnect_sse(client, "GET", f"{base}/events?last_event_id={head}") as source:
-            async for sse in source.aiter_sse():
-                if sse.event == "beats.fiware.entity":
-                    seen += 1
-                    if seen == count:
-                        break
+        with contextlib.suppress(TimeoutError):  # a lost notification must not hang the run
+            async with asyncio.timeout(120):
+                url = f"{base}/events?last_event_id={head}"
+                async with aconnect_sse(client, "GET", url) as source:
+                    async for sse in source.aiter_sse():
+                        if sse.event == "beats.fiware.entity":
+                            seen += 1
+                            if seen == count:
+                                break
         done = time.perf_counter()
         await posting
         while (await client.get(f"{base}/readyz")).json()["kafka"]["lag"] > 0:  # noqa: ASYNC110
@@ -108,7 +113,7 @@ async def _fpc_case(
     started = time.perf_counter()
     await _post_all(
         f"http://127.0.0.1:{port}/",
-        _bodies(case, pad, count),
+        _bodies(case, pad, count, senders),
         senders,
         {"Content-Type": "application/json", "Fiware-Service": "bench", "Fiware-Servicepath": "/"},
     )
