@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-quick lint bench faults clean
+.PHONY: install demo test test-quick lint bench faults fuzz soak clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,15 @@ bench: install
 # the system-level fault scenarios with the issue's full 60 s outages (make test runs 5 s ones)
 faults: install
 	BEATS_FAULT_OUTAGE=60 $(BIN)/pytest -s tests/faults $(ARGS)
+
+# property-based and schema-driven fuzzing, 10,000 cases per target (make test runs a few hundred)
+fuzz: install
+	BEATS_FUZZ_EXAMPLES=10000 $(BIN)/pytest -m fuzz -p no:cacheprovider --timeout 7200 $(ARGS)
+
+# 30 minutes of the demo with Kafka at moderate load; stops by itself (DURATION in seconds)
+DURATION ?= 1800
+soak: install
+	$(BIN)/python -m bench.soak --duration $(DURATION) $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

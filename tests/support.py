@@ -167,3 +167,11 @@ def make_beat(tmp_path: Any, **options: Any) -> Any:
 
     settings = BeatSettings(port=free_port(), data_dir=tmp_path / "beat", **options)
     return Beat(name="test", settings=settings, source=IdleSource())
+
+
+def fuzz_examples(default: int) -> int:
+    """Hypothesis examples per property: ``default`` in ``make test``, ``BEATS_FUZZ_EXAMPLES``
+    (10,000 in ``make fuzz``) when set."""
+    import os
+
+    return int(os.environ.get("BEATS_FUZZ_EXAMPLES", default))

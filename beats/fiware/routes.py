@@ -9,6 +9,7 @@ reason for malformed input, which is kept in the dead-letter channel.
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 import httpx
@@ -24,6 +25,34 @@ from common.pipeline import Pipeline
 
 __all__ = ["fiware_router"]
 
+# the bodies are read raw (format detection, size limits), so their schemas are declared here
+_NOTIFY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"subscriptionId": {"type": "string"}, "data": {"type": "array"}},
+                }
+            },
+            "application/ld+json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+        }
+    }
+}
+_WRITEBACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"id": {"type": "string"}}},
+                }
+            }
+        }
+    }
+}
+
 
 def fiware_router(
     settings: FiwareSettings, pipeline: Pipeline, keeper: SubscriptionKeeper
@@ -31,7 +60,7 @@ def fiware_router(
     router = APIRouter(tags=["fiware"])
     source = settings.orion_url
 
-    @router.post("/notify")
+    @router.post("/notify", openapi_extra=_NOTIFY_BODY)
     async def notify(request: Request) -> Response:
         """Orion / NGSI-LD notifications (v2 and LD detected from headers and body)."""
         given = request.headers.get(SECRET_HEADER, "")
@@ -65,7 +94,7 @@ def fiware_router(
         failed = await _commit_or_503(pipeline, events)
         return failed or JSONResponse({"committed": len(events)}, 200)
 
-    @router.post("/writeback")
+    @router.post("/writeback", openapi_extra=_WRITEBACK_BODY)
     async def writeback(request: Request) -> Response:
         """Entity updates applied to the broker as batch upserts; results per entity."""
         token = settings.writeback_token
@@ -78,18 +107,30 @@ def fiware_router(
                 401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        body = await request.json()
+        raw = await request.body()
+        if len(raw) > settings.max_body_bytes:
+            return _refuse(pipeline, f"body exceeds {settings.max_body_bytes} bytes", 413)
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return _refuse(pipeline, f"body is not JSON: {exc}", 400)
         entities = body.get("entities") if isinstance(body, dict) else body
         if not isinstance(entities, list) or not all(
             isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
         ):
-            return JSONResponse({"error": "expected a list of entities with string ids"}, 400)
+            return _refuse(pipeline, "expected a list of entities with string ids", 400)
         tenant = body.get("tenant") if isinstance(body, dict) else None
         results = await _write(settings, entities, tenant, request.headers)
         status = 200 if all(r["ok"] for r in results) else 207
         return JSONResponse({"results": results}, status)
 
     return router
+
+
+def _refuse(pipeline: Pipeline, reason: str, status: int) -> Response:
+    """A write-back request that is refused: counted (``source_errors{kind="writeback"}``)."""
+    pipeline.metrics.source_errors.labels("writeback").inc()
+    return JSONResponse({"error": reason}, status)
 
 
 async def _commit_or_503(pipeline: Pipeline, events: list[Any]) -> Response | None:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from beats.ditto.normalize import MAX_DEPTH, WILDCARD_KEY, normalize, snapshot_event
 from common.envelope import CloudEvent
 from common.normalize import Rejected
+from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))
@@ -232,7 +233,8 @@ paths = st.sampled_from(
 ) | st.text(max_size=12)
 
 
-@settings(max_examples=500, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(500), deadline=None)
 @given(
     topic=topics,
     path=st.none() | paths,
@@ -279,7 +281,10 @@ def mutate(frame: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
 NORMALISED = [c for c in CASES if not c.startswith("snapshot_")]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@settings(
+    max_examples=fuzz_examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(case=st.sampled_from(NORMALISED), data=st.data())
 def test_mutated_golden_frames_never_raise_anything_but_rejected(
     case: str, data: st.DataObject
@@ -292,7 +297,8 @@ def test_mutated_golden_frames_never_raise_anything_but_rejected(
     check(message, events)
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(
     thing=st.dictionaries(
         st.sampled_from(["thingId", "_revision", "_modified", "features"]), json_values

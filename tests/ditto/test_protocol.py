@@ -21,6 +21,7 @@ from beats.ditto.protocol import (
     parse_envelope,
     parse_topic,
 )
+from tests.support import fuzz_examples
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,8 @@ every_stream_command = st.sampled_from([c for c in COMMANDS if c != JWT_TOKEN])
 text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     command=every_stream_command,
     namespaces=st.lists(text.filter(lambda n: "," not in n), max_size=3),

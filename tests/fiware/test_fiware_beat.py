@@ -286,6 +286,22 @@ async def test_writeback_round_trip(tmp_path: Path, orion: tuple[str, Any]) -> N
     assert messages[1].json()["data"]["values"]["prediction"] == 19.2
 
 
+async def test_bad_writeback_bodies_are_refused_and_counted(
+    tmp_path: Path, orion: tuple[str, Any]
+) -> None:
+    url, _ = orion
+    beat = fiware_beat(tmp_path, url, max_body_bytes=1000)
+    async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
+        empty = await client.post("/writeback")
+        garbage = await client.post("/writeback", content=b"\xff{not json")
+        shape = await client.post("/writeback", json={"entities": [{"id": 3}]})
+        huge = await client.post("/writeback", json=[{"id": "x", "pad": "y" * 2000}])
+        healthy = await client.get("/healthz")
+    assert [r.status_code for r in (empty, garbage, shape, huge)] == [400, 400, 400, 413]
+    assert "not JSON" in empty.json()["error"] and healthy.status_code == 200
+    assert beat.metrics.source_errors.labels("writeback")._value.get() == 4
+
+
 async def test_unwritable_log_answers_503(tmp_path: Path, orion: tuple[str, Any]) -> None:
     url, _ = orion
     beat = fiware_beat(tmp_path, url)

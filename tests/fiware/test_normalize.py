@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from beats.fiware.normalize import Notification, normalize
 from common.normalize import Rejected
+from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))
@@ -301,7 +302,8 @@ attribute_names = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     body=st.dictionaries(
         st.sampled_from(["data", "subscriptionId", "type", "id", "@context", "notifiedAt"]), values
@@ -328,7 +330,10 @@ def _mutate(value: Any, path: list[int], replacement: Any) -> Any:
     return copy
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@settings(
+    max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     case=st.sampled_from([c for c in CASES if spec(c)["raw"] is None]),
     path=st.lists(st.integers(min_value=0, max_value=50), max_size=6),
@@ -347,7 +352,8 @@ def test_mutated_golden_notifications_normalise_or_are_rejected(
     check_total(json.dumps(_mutate(given_spec["body"], path, replacement)).encode(), headers)
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(body=st.binary(max_size=64), headers=st.dictionaries(header_names, header_values))
 def test_random_bytes_normalise_or_are_rejected(body: bytes, headers: dict[str, str]) -> None:
     check_total(body, headers)

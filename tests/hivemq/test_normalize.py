@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from beats.hivemq.normalize import MqttMessage, channel_for, normalize
 from common.normalize import Rejected
+from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 RECEIVED = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -89,7 +90,8 @@ def test_channel_mapping_first_match_wins_and_shared_filters_match() -> None:
     assert channel_for("other", mapping) == "messages"
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     payload=st.binary(max_size=512),
     content_type=st.none() | st.sampled_from(["application/json", "text/plain", "x/y+json"]),

@@ -16,6 +16,7 @@ from beats.opencti.frames import Frame
 from beats.opencti.normalize import MAX_DEPTH, normalize
 from beats.opencti.stix import STANDARD_TLP_IDS, highest_tlp, tlp_of_marking
 from common.normalize import Rejected
+from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))
@@ -194,7 +195,8 @@ def _check(frame: Frame) -> None:
         assert json.loads(event.to_json())["subject"] == event.partitionkey
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     kind=st.sampled_from(["create", "update", "delete", "merge", "bogus", "heartbeat"]),
     stream_id=st.sampled_from(["5-0", "", "999999999999999-1", "x"]),
@@ -225,7 +227,8 @@ def _mutate(value: Any, draw: Any) -> Any:
     return draw(json_values)
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(case=st.sampled_from(CASES), data=st.data())
 def test_mutated_golden_frames_normalise_or_are_rejected(case: str, data: st.DataObject) -> None:
     original = frame(case)
@@ -237,7 +240,8 @@ def test_mutated_golden_frames_normalise_or_are_rejected(case: str, data: st.Dat
     _check(Frame(original.kind, original.id, json.dumps(mutated)))
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_examples(200), deadline=None)
 @given(case=st.sampled_from(CASES), cut=st.integers(0, 10_000), junk=st.text(max_size=5))
 def test_truncated_frames_are_rejected_or_normalised(case: str, cut: int, junk: str) -> None:
     original = frame(case)
