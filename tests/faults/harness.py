@@ -23,13 +23,23 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from beats.opencti.scenario import Scenario, stream_event
 from common.client import Gap, subscribe
 from common.supervise import Backoff
 from tests.brokers import MosquittoBroker
 from tests.processes import ROOT, ServiceProcess
 from tests.support import eventually, free_port
 
-__all__ = ["BEATS", "OUTAGE", "Report", "SseCounter", "Stack", "kafka_sequences", "stack"]
+__all__ = [
+    "BEATS",
+    "OUTAGE",
+    "Report",
+    "SseCounter",
+    "Stack",
+    "append_indicators",
+    "kafka_sequences",
+    "stack",
+]
 
 BEATS = ("hivemq", "opencti", "ditto", "fiware")
 OUTAGE = float(os.environ.get("BEATS_FAULT_OUTAGE", "5"))
@@ -65,10 +75,11 @@ class Stack:
 
     def stop_load(self) -> None:
         for part in self.upstream:
-            process = part.process if isinstance(part, ServiceProcess) else part
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(10)
+            _kill(part)
+
+    @property
+    def broker(self) -> MosquittoBroker:
+        return next(p for p in self.upstream if isinstance(p, MosquittoBroker))
 
     async def head(self) -> int:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -87,7 +98,9 @@ def _emulator(name: str, port: int, log: Path, *args: str) -> ServiceProcess:
 
 
 @contextlib.contextmanager
-def _upstream(beat: str, workdir: Path, count: int) -> Iterator[tuple[list[Any], list[str]]]:
+def _upstream(
+    beat: str, workdir: Path, count: int, extra: list[str]
+) -> Iterator[tuple[list[Any], list[str]]]:
     """The upstream under load, and the beat options that point at it. ``count``: a known
     number of messages (MQTT) instead of an endless stream; OpenCTI then generates nothing
     (the test appends events itself)."""
@@ -98,7 +111,7 @@ def _upstream(beat: str, workdir: Path, count: int) -> Iterator[tuple[list[Any],
             (workdir / "mqtt").mkdir()
             broker = MosquittoBroker(workdir / "mqtt")
             broker.start()
-            parts.append(broker.process)
+            parts.append(broker)
             simulator = [sys.executable, "-m", "beats", "simulate", "sensors", "--mqtt-url",
                          broker.url, "--stations", "5", "--rate", "20", "--seed", "1",
                          "--count", str(count)]  # fmt: skip
@@ -107,7 +120,9 @@ def _upstream(beat: str, workdir: Path, count: int) -> Iterator[tuple[list[Any],
                        "--mqtt-client-id", "fault-beat", "--no-mqtt-clean-start"]  # fmt: skip
         elif beat == "opencti":
             rate = "0" if count else "50"
-            parts.append(_emulator("opencti", port, log, "--token", TOKEN, "--scenario-rate", rate))
+            parts.append(
+                _emulator("opencti", port, log, "--token", TOKEN, "--scenario-rate", rate, *extra)
+            )
             options = ["--opencti-url", f"http://127.0.0.1:{port}", "--opencti-token", TOKEN,
                        "--opencti-start", "0"]  # fmt: skip
         elif beat == "ditto":
@@ -121,10 +136,17 @@ def _upstream(beat: str, workdir: Path, count: int) -> Iterator[tuple[list[Any],
         yield parts, options
     finally:
         for part in parts:
-            process = part.process if isinstance(part, ServiceProcess) else part
-            if isinstance(process, subprocess.Popen) and process.poll() is None:
-                process.kill()
-                process.wait(10)
+            _kill(part)
+
+
+def _kill(part: Any) -> None:
+    if isinstance(part, MosquittoBroker):
+        part.kill()
+        return
+    process = part.process if isinstance(part, ServiceProcess) else part
+    if isinstance(process, subprocess.Popen) and process.poll() is None:
+        process.kill()
+        process.wait(10)
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -137,9 +159,15 @@ def _url_of(parts: list[Any]) -> str | None:
 
 @contextlib.asynccontextmanager
 async def stack(
-    beat: str, workdir: Path, *, kafka: str | None = None, count: int = 0
+    beat: str,
+    workdir: Path,
+    *,
+    kafka: str | None = None,
+    count: int = 0,
+    upstream: tuple[str, ...] = (),
 ) -> AsyncIterator[Stack]:
-    with _upstream(beat, workdir, count) as (parts, options):
+    """``upstream``: extra options of the OpenCTI emulator (e.g. ``--drop-every``)."""
+    with _upstream(beat, workdir, count, list(upstream)) as (parts, options):
         port = free_port()
         if beat == "fiware":
             options += ["--notify-url", f"http://127.0.0.1:{port}/notify"]
@@ -223,3 +251,13 @@ async def kafka_sequences(
     finally:
         await consumer.stop()
     return seen, records
+
+
+async def append_indicators(url: str, count: int) -> None:
+    """Append ``count`` indicator creations to the OpenCTI emulator, 10 every 0.1 s."""
+    scenario = Scenario(seed=5)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for _ in range(count // 10):
+            frames = [{"data": stream_event("create", *scenario.indicator())} for _ in range(10)]
+            (await client.post("/admin/events", json=frames)).raise_for_status()
+            await asyncio.sleep(0.1)

@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from beats.opencti.scenario import Scenario, stream_event
-from tests.faults.harness import Report, SseCounter, Stack, stack
+from tests.faults.harness import Report, SseCounter, Stack, append_indicators, stack
 from tests.processes import ServiceProcess
 from tests.support import eventually, free_port
 
@@ -96,20 +95,11 @@ async def test_hivemq_beat_killed_loses_no_qos1_message(tmp_path: Path) -> None:
     assert not sse.missing(head) and sse.duplicates() == 0
 
 
-async def _append_indicators(url: str, count: int) -> None:
-    scenario = Scenario(seed=5)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        for _ in range(count // 10):
-            frames = [{"data": stream_event("create", *scenario.indicator())} for _ in range(10)]
-            (await client.post("/admin/events", json=frames)).raise_for_status()
-            await asyncio.sleep(0.1)
-
-
 async def test_opencti_beat_killed_resumes_the_stream_exactly(tmp_path: Path) -> None:
     published = 600
     async with stack("opencti", tmp_path, count=published) as running:
         assert running.upstream_url is not None
-        load = asyncio.create_task(_append_indicators(running.upstream_url, published))
+        load = asyncio.create_task(append_indicators(running.upstream_url, published))
         with SseCounter(f"{running.beat.base}/events") as sse:
             await eventually(lambda: len(sse.sequences) >= 100, timeout=30, what="load")
             recovery = await restart(running.beat)
