@@ -29,7 +29,7 @@ from common.routes import beat_router
 from common.settings import BeatSettings
 from common.supervise import supervise
 
-__all__ = ["Beat", "UvicornServer", "install_signal_handlers"]
+__all__ = ["Beat", "UvicornServer", "install_signal_handlers", "wait_shutdown"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Beat:
                 source = tasks.create_task(self._supervised_source(), name=f"{self.name}:source")
                 kafka = self._start_forwarder(tasks)
                 http = tasks.create_task(server.serve(), name=f"{self.name}:http")
-                await _wait_shutdown(shutdown, http)
+                await wait_shutdown(shutdown, http)
                 await self._stop(source, kafka, server, http)
         finally:
             await self.log.close()
@@ -145,7 +145,7 @@ class Beat:
             http.cancel()
 
 
-async def _wait_shutdown(shutdown: asyncio.Event, http: asyncio.Task[None]) -> None:
+async def wait_shutdown(shutdown: asyncio.Event, http: asyncio.Task[None]) -> None:
     """Return when ``shutdown`` is set or the HTTP server stopped (re-raising its failure)."""
     waiter = asyncio.create_task(shutdown.wait(), name="shutdown-wait")
     try:

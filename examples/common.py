@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from spark_receiver import register
 
-__all__ = ["local_spark", "publish_json"]
+__all__ = ["SqliteBatchSink", "local_spark", "publish_json"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +57,25 @@ def publish_json(mqtt_url: str, messages: Iterable[tuple[str, Any]], *, qos: int
             batch, hostname=url.hostname or "127.0.0.1", port=url.port or 1883, auth=auth
         )
     return len(batch)
+
+
+class SqliteBatchSink:
+    """A ``foreachBatch`` sink writing ``rows(df)`` with ``insert`` in one SQLite transaction.
+    Replays are harmless when ``insert`` is keyed (``INSERT OR IGNORE`` / upsert)."""
+
+    table = ""
+    insert = ""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}")
+
+    def rows(self, df: DataFrame) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        rows = self.rows(df)
+        with closing(sqlite3.connect(self.db)) as conn, conn:
+            conn.executemany(self.insert, rows)

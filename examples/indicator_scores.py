@@ -14,8 +14,6 @@ Run: ``python -m examples.indicator_scores --help``.
 from __future__ import annotations
 
 import argparse
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as sf
 from pyspark.sql.streaming.query import StreamingQuery
 
+from examples.common import SqliteBatchSink
 from spark_receiver import parse_data
 
 __all__ = ["CountStore", "band", "counts", "start"]
@@ -58,26 +57,20 @@ def counts(events: DataFrame) -> DataFrame:
     )
 
 
-class CountStore:
-    """``foreachBatch``: upsert the batch's window totals into SQLite."""
+class CountStore(SqliteBatchSink):
+    """``foreachBatch``: the batch's window totals upserted into SQLite."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS indicator_counts (window_start TEXT, band TEXT, "
-                "count INTEGER, PRIMARY KEY (window_start, band))"
-            )
+    table = (
+        "indicator_counts (window_start TEXT, band TEXT, count INTEGER, "
+        "PRIMARY KEY (window_start, band))"
+    )
+    insert = (
+        "INSERT INTO indicator_counts VALUES (?, ?, ?) ON CONFLICT (window_start, band) "
+        "DO UPDATE SET count = excluded.count"
+    )
 
-    def __call__(self, df: DataFrame, batch_id: int) -> None:
-        rows = [(r["window_start"].isoformat(), r["band"], r["count"]) for r in df.collect()]
-        with closing(sqlite3.connect(self.db)) as conn, conn:
-            conn.executemany(
-                "INSERT INTO indicator_counts VALUES (?, ?, ?) ON CONFLICT (window_start, band) "
-                "DO UPDATE SET count = excluded.count",
-                rows,
-            )
+    def rows(self, df: DataFrame) -> list[tuple[Any, ...]]:
+        return [(r["window_start"].isoformat(), r["band"], r["count"]) for r in df.collect()]
 
 
 def start(

@@ -12,14 +12,13 @@ Run: ``python -m examples.twin_alerts --help``.
 from __future__ import annotations
 
 import argparse
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql.streaming.query import StreamingQuery
 
+from examples.common import SqliteBatchSink
 from spark_receiver import parse_data
 
 __all__ = ["THRESHOLD", "AlertStore", "overheated", "start"]
@@ -43,25 +42,20 @@ def overheated(events: DataFrame, threshold: float = THRESHOLD) -> DataFrame:
     )
 
 
-class AlertStore:
-    """``foreachBatch``: insert the batch's alerts into SQLite (idempotent by twin revision)."""
+class AlertStore(SqliteBatchSink):
+    """``foreachBatch``: the batch's alerts into SQLite (idempotent by twin revision)."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS alerts (thing_id TEXT, revision INTEGER, time TEXT, "
-                "temperature REAL, PRIMARY KEY (thing_id, revision))"
-            )
+    table = (
+        "alerts (thing_id TEXT, revision INTEGER, time TEXT, temperature REAL, "
+        "PRIMARY KEY (thing_id, revision))"
+    )
+    insert = "INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?)"
 
-    def __call__(self, df: DataFrame, batch_id: int) -> None:
-        rows = [
+    def rows(self, df: DataFrame) -> list[tuple[Any, ...]]:
+        return [
             (r["thing_id"], r["revision"], r["time"] and r["time"].isoformat(), r["temperature"])
             for r in df.collect()
         ]
-        with closing(sqlite3.connect(self.db)) as conn, conn:
-            conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?)", rows)
 
 
 def start(

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 
 from common.metrics import Metrics
-from common.service import UvicornServer
+from common.service import UvicornServer, wait_shutdown
 from common.supervise import supervise
 from gateway.auth import Authenticator, Principal, describe, load_tokens
 from gateway.clients import ClientStream
@@ -176,7 +176,7 @@ class Gateway:
                 self.pool.start(tasks)
                 pollers = [self._start_poller(tasks, name) for name in self.beats]
                 http = tasks.create_task(server.serve(), name="gateway:http")
-                await _wait(shutdown, http)
+                await wait_shutdown(shutdown, http)
                 await self._stop(server, http, pollers)
         finally:
             await self.http.aclose()
@@ -205,17 +205,6 @@ class Gateway:
             await asyncio.wait_for(asyncio.shield(http), max(0.5, deadline - loop.time()))
         if not http.done():
             http.cancel()
-
-
-async def _wait(shutdown: asyncio.Event, http: asyncio.Task[None]) -> None:
-    """Return when ``shutdown`` is set or the HTTP server stopped (re-raising its failure)."""
-    waiter = asyncio.create_task(shutdown.wait(), name="gateway:shutdown-wait")
-    try:
-        await asyncio.wait({waiter, http}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if http.done():
-        http.result()
 
 
 def build(settings: GatewaySettings) -> Gateway:
