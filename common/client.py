@@ -18,7 +18,9 @@ Contract:
   a slow subscriber with a ``retry:`` hint, which is honoured as the minimum delay).
 * **Resume** with ``Last-Event-ID`` = the last sequence received, so a reconnect (also to a
   restarted beat) has no gap and no duplicate. ``last_event_id`` is the first position:
-  ``None`` live from now, ``0`` everything the log keeps, ``N`` after N.
+  ``None`` live from now, ``0`` everything the log keeps, ``N`` after N. On the gateway's
+  merged ``/streams`` the ids are position vectors (``hivemq=12;ditto=7``), kept and sent back
+  as they are.
 * **Gaps are never silent**: when the beat no longer holds what was asked for (``beats.gap``),
   a :class:`Gap` is yielded before the events that follow. The resume position is unchanged by
   it (the next event carries the position).
@@ -92,8 +94,8 @@ Item = CloudEvent | Gap
 class _Cursor:
     """What both loops share: the resume position, the server's retry hint, frame decoding."""
 
-    def __init__(self, url: str, token: str | None, last_event_id: int | None) -> None:
-        self.last = last_event_id
+    def __init__(self, url: str, token: str | None, last_event_id: int | str | None) -> None:
+        self.last: int | str | None = last_event_id
         self.retry_hint = 0.0
         self.token = token
         parts = urlsplit(url).path.rstrip("/").split("/")
@@ -122,11 +124,13 @@ class _Cursor:
             return Gap(int(gap["requested"]), int(gap["resumed_after"]), str(gap["reason"]))
         if not sse.data:
             return None
-        if sse.id:
+        if sse.id.isdigit():
             sequence = int(sse.id)
-            if self.last is not None and sequence <= self.last:
+            if isinstance(self.last, int) and sequence <= self.last:
                 return None  # defensive: never hand out a sequence twice
             self.last = sequence
+        elif sse.id:
+            self.last = sse.id  # the gateway's merged stream: a position vector, kept opaque
         return CloudEvent.from_json(sse.data, channel=self.channel)
 
     def delay(self, backoff: Backoff) -> float:
@@ -144,7 +148,7 @@ async def subscribe(
     url: str,
     *,
     token: str | None = None,
-    last_event_id: int | None = None,
+    last_event_id: int | str | None = None,
     backoff: Backoff | None = None,
     read_timeout: float = 60.0,
     client: httpx.AsyncClient | None = None,
@@ -179,7 +183,7 @@ def iter_events(
     url: str,
     *,
     token: str | None = None,
-    last_event_id: int | None = None,
+    last_event_id: int | str | None = None,
     backoff: Backoff | None = None,
     read_timeout: float = 60.0,
     client: httpx.Client | None = None,

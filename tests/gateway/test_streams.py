@@ -11,10 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.client import subscribe
+from common.envelope import CloudEvent
 from common.service import Beat
+from common.supervise import Backoff
 from gateway.service import Gateway
 from tests.gateway.support import beat_named, gateway_settings, run_gateway
 from tests.support import SseMessage, eventually, make_events, read_sse, run_beat
+
+FAST = Backoff(min_delay=0.05, max_delay=0.5)
 
 
 def ids(messages: list[SseMessage]) -> list[int]:
@@ -261,3 +266,29 @@ async def test_slow_client_is_dropped_and_resumes_while_others_keep_up(tmp_path:
             headers={"Last-Event-ID": str(received[-1])}, timeout=30,
         )  # fmt: skip
     assert ids(rest) == list(range(len(received) + 1, total + 1))
+
+
+async def test_python_client_follows_the_merged_stream_across_a_gateway_restart(
+    tmp_path: Path,
+) -> None:
+    a, b = beat_named(tmp_path, "a"), beat_named(tmp_path, "b")
+    settings = gateway_settings({"a": a, "b": b})
+    got: list[tuple[str, int]] = []  # (event id, sequence in its beat)
+
+    async def follow(base: str) -> None:
+        async for item in subscribe(f"{base}/streams", last_event_id=0, backoff=FAST):
+            if isinstance(item, CloudEvent) and item.sequence:
+                got.append((item.id, item.sequence))
+
+    async with run_beat(a), run_beat(b):
+        await a.pipeline.commit(make_events(3))
+        await b.pipeline.commit(make_events(2))
+        async with run_gateway(settings) as (_, base):
+            reader = asyncio.create_task(follow(base))
+            await eventually(lambda: len(got) == 5, what="the first events")
+        await a.pipeline.commit(make_events(2, start=3))  # while the gateway is down
+        async with run_gateway(settings):
+            await eventually(lambda: len(got) == 7, what="the rest, resumed by position vector")
+        reader.cancel()
+    assert len({event_id for event_id, _ in got}) == 7  # nothing twice
+    assert sorted(sequence for _, sequence in got) == [1, 1, 2, 2, 3, 4, 5]
