@@ -114,9 +114,17 @@ async def read_sse(
 @contextlib.asynccontextmanager
 async def run_beat(beat: Any) -> AsyncIterator[str]:
     """Serve a :class:`common.service.Beat` until the block ends; yields its base URL."""
+    async with serving(beat, beat.settings.port, what=f"{beat.name} beat") as base:
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Any, port: int, *, what: str) -> AsyncIterator[str]:
+    """Run ``service.serve(shutdown)`` (a beat or the gateway) until the block ends, once its
+    ``/healthz`` answers on ``port``; yields its base URL and stops it gracefully."""
     shutdown = asyncio.Event()
-    task = asyncio.create_task(beat.serve(shutdown), name=f"test-beat:{beat.name}")
-    base = f"http://127.0.0.1:{beat.settings.port}"
+    task = asyncio.create_task(service.serve(shutdown), name=f"test:{what}")
+    base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
 
         async def up() -> bool:
@@ -127,7 +135,7 @@ async def run_beat(beat: Any) -> AsyncIterator[str]:
             except httpx.TransportError:
                 return False
 
-        await eventually(up, what=f"{beat.name} beat to serve HTTP")
+        await eventually(up, what=f"{what} to serve HTTP")
     try:
         yield base
     finally:

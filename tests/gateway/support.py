@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from common.envelope import CloudEvent, new_event
 from common.service import Beat
 from common.settings import BeatSettings
 from gateway.service import Gateway, build
 from gateway.settings import GatewaySettings
-from tests.support import IdleSource, eventually, free_port
+from tests.support import IdleSource, free_port, serving
 
 __all__ = ["beat_named", "gateway_settings", "hivemq_readings", "run_gateway"]
 
@@ -42,25 +39,8 @@ def gateway_settings(beats: dict[str, Beat | str], **options: Any) -> GatewaySet
 async def run_gateway(settings: GatewaySettings) -> AsyncIterator[tuple[Gateway, str]]:
     """Serve a gateway until the block ends; yields it and its base URL."""
     gateway = build(settings)
-    shutdown = asyncio.Event()
-    task = asyncio.create_task(gateway.serve(shutdown), name="test-gateway")
-    base = f"http://127.0.0.1:{settings.port}"
-    async with httpx.AsyncClient() as client:
-
-        async def up() -> bool:
-            if task.done():
-                task.result()
-            try:
-                return (await client.get(f"{base}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(up, what="the gateway to serve HTTP")
-    try:
+    async with serving(gateway, settings.port, what="the gateway") as base:
         yield gateway, base
-    finally:
-        shutdown.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 def hivemq_readings(count: int, *, start: int = 0, stations: int = 3) -> list[CloudEvent]:
