@@ -61,6 +61,9 @@ class DemoSettings(BaseSettings):
     opencti_port: int = Field(8103, description="HTTP port of the OpenCTI beat.")
     opencti_emulator_port: int = Field(4000, description="Port of the OpenCTI emulator.")
     threat_rate: float = Field(2.0, description="OpenCTI events per second from the emulator.")
+    threat_retention: int = Field(
+        10_000, ge=1, description="Stream entries the OpenCTI emulator keeps (redis:trimming)."
+    )
     ditto_port: int = Field(8104, description="HTTP port of the Ditto beat.")
     ditto_emulator_port: int = Field(8090, description="Port of the Ditto emulator.")
     car_interval: float = Field(0.5, description="Seconds between connected-car changes.")
@@ -70,6 +73,9 @@ class DemoSettings(BaseSettings):
     stations: int = Field(5, description="Simulated sensor stations.")
     rate: float = Field(1.0, description="Readings per second per station.")
     outlier_rate: float = Field(0.02, description="Probability of an outlier reading.")
+    ring_size: int = Field(
+        10_000, ge=0, description="Recent events the gateway keeps per stream for replays."
+    )
     log_level: str = Field("info", description="Log level.")
 
 
@@ -166,7 +172,11 @@ def _gateway(settings: DemoSettings) -> Gateway:
         "ditto": settings.ditto_port,
     }
     beats = [f"{name}=http://{settings.host}:{port}" for name, port in ports.items()]
-    return Gateway(GatewaySettings(host=settings.host, port=settings.gateway_port, beat=beats))
+    return Gateway(
+        GatewaySettings(
+            host=settings.host, port=settings.gateway_port, beat=beats, ring_size=settings.ring_size
+        )
+    )
 
 
 def _orion_emulator(settings: DemoSettings) -> OrionEmulatorSettings:
@@ -223,6 +233,7 @@ def _opencti_emulator(settings: DemoSettings) -> OpenctiEmulatorSettings:
         port=settings.opencti_emulator_port,
         token=_DEMO_TOKEN,
         scenario_rate=settings.threat_rate,
+        trimming=settings.threat_retention,
     )
 
 

@@ -29,6 +29,8 @@ import aiomqtt
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.supervise import Backoff
+
 __all__ = ["DISTRIBUTIONS", "Reading", "SimulatorSettings", "main", "readings"]
 
 _log = logging.getLogger(__name__)
@@ -116,13 +118,31 @@ def _reading(station: _Station, rng: random.Random, outlier_rate: float) -> Read
 
 
 async def main(settings: SimulatorSettings, shutdown: asyncio.Event) -> None:
-    url = urlsplit(settings.mqtt_url)
-    version = aiomqtt.ProtocolVersion.V5 if settings.mqtt_version == "5" else None
-    interval = 1.0 / (settings.rate * settings.stations)
+    """Publish until ``shutdown`` (or ``count`` readings). A lost broker connection is logged
+    and retried with backoff; the reading in flight then may or may not have arrived."""
     source = readings(
         stations=settings.stations, outlier_rate=settings.outlier_rate, seed=settings.seed
     )
-    sent = 0
+    backoff = Backoff(min_delay=0.5, max_delay=10.0)
+    sent = [0]
+    while not shutdown.is_set() and (settings.count == 0 or sent[0] < settings.count):
+        try:
+            await _publish(settings, source, sent, shutdown)
+        except aiomqtt.MqttError as exc:
+            delay = backoff.next()
+            _log.warning("simulator: %s; reconnecting in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), delay)
+    _log.info("simulator: published %d readings", sent[0])
+
+
+async def _publish(
+    settings: SimulatorSettings, source: Iterator[Reading], sent: list[int], shutdown: asyncio.Event
+) -> None:
+    """Publish on one connection; ``sent[0]`` counts the readings the broker acknowledged."""
+    url = urlsplit(settings.mqtt_url)
+    version = aiomqtt.ProtocolVersion.V5 if settings.mqtt_version == "5" else None
+    interval = 1.0 / (settings.rate * settings.stations)
     async with aiomqtt.Client(
         url.hostname or "127.0.0.1",
         url.port or 1883,
@@ -133,14 +153,13 @@ async def main(settings: SimulatorSettings, shutdown: asyncio.Event) -> None:
         _log.info("simulator: %d stations publishing to %s", settings.stations, settings.mqtt_url)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not shutdown.is_set() and (settings.count == 0 or sent < settings.count):
+        while not shutdown.is_set() and (settings.count == 0 or sent[0] < settings.count):
             reading = next(source)
             topic = f"{settings.topic_prefix}/{reading.sensor_id}"
             await client.publish(topic, json.dumps(reading.payload()), qos=settings.qos)
-            sent += 1
+            sent[0] += 1
             next_at += interval
             delay = next_at - loop.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.wait(), delay)
-    _log.info("simulator: published %d readings", sent)

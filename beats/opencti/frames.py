@@ -22,6 +22,7 @@ bridges its ``ServerSentEvent``. :meth:`Frame.encode` writes the wire format (th
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ __all__ = [
     "SseLike",
     "StreamId",
     "start_position",
+    "trimmed_past",
 ]
 
 DATA_KINDS = frozenset({"create", "update", "delete", "merge"})
@@ -94,6 +96,21 @@ def start_position(value: str | None) -> StreamId | None:
     except ValueError:
         return None
     return StreamId.at(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+def trimmed_past(connected: str, resume: str | None) -> StreamId | None:
+    """The stream's first kept id when retention (``redis:trimming``) has dropped the entry
+    ``resume`` names, from a ``connected`` frame's data (``firstEventId``); else ``None``.
+    Entries between the two may be gone: the consumer cannot tell how many."""
+    position = start_position(resume)
+    try:
+        info = json.loads(connected)
+        first = StreamId.parse(str(info["firstEventId"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if position is None or position == BEGINNING or first == BEGINNING:
+        return None
+    return first if first > position else None
 
 
 class SseLike(Protocol):

@@ -102,14 +102,19 @@ def stream_event(
 class Scenario:
     """A seeded stream of threat-intel activity: new indicators, malware, observables,
     relationships between known objects and reports on them, score updates, merges of
-    duplicates and deletions. ``known`` holds the current state of every live object."""
+    duplicates and deletions. ``known`` holds the current state of every live object; at
+    ``population`` objects a creation becomes a deletion, so a long run's world stays bounded
+    (a feed in steady state, as OpenCTI's retention keeps it)."""
 
-    def __init__(self, *, seed: int | None = None) -> None:
+    def __init__(self, *, seed: int | None = None, population: int = 2000) -> None:
         self.rng = random.Random(seed)
+        self.population = population
         self.known: dict[str, dict[str, Any]] = {}
 
     def next(self) -> dict[str, Any]:
         roll = self.rng.random()
+        if len(self.known) >= self.population and roll >= 0.2:
+            return self.delete()
         if len(self.known) > 4 and roll < 0.2:
             return self.update()
         if len(self.known) > 6 and roll < 0.25:

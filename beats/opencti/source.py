@@ -11,7 +11,9 @@ skips them as duplicates. No gap, no duplicate.
 Failures: nothing for ``opencti_read_timeout`` seconds (the server heartbeats every 5 s), a
 dropped connection or a 5xx → reconnect with jittered backoff. 401/403 (token), 404 (unknown
 stream) and 410 (stream stopped) are not retried blindly: ``/readyz`` says what is wrong and
-retries slow down to once every few minutes.
+retries slow down to once every few minutes. When OpenCTI's retention has trimmed the stream past
+the saved position (the ``connected`` frame's ``firstEventId`` is later), what was trimmed cannot
+be had: the beat logs it and counts ``beats_source_errors{kind="trimmed"}``, then goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from beats.opencti.frames import Frame
+from beats.opencti.frames import Frame, trimmed_past
 from beats.opencti.normalize import normalize
 from beats.opencti.settings import OpenctiSettings
 from beats.opencti.stix import tlp_of_marking
@@ -117,6 +119,7 @@ class OpenctiSource:
         async for sse in frames:
             frame = Frame.from_sse(sse)
             if frame.kind == "connected":
+                _warn_if_trimmed(frame, resume, pipeline)
                 backoff.reset()
                 pipeline.metrics.source_connected.set(1)
                 pipeline.set_ready("opencti", True, f"streaming {self.url}")
@@ -160,6 +163,20 @@ class OpenctiSource:
     def _check(self, future: _Commit) -> None:
         if future.cancelled() or future.exception() is not None:
             self._failed.set()
+
+
+def _warn_if_trimmed(connected: Frame, resume: str | None, pipeline: Pipeline) -> None:
+    """Retention has dropped the resume position: the gap cannot be refilled from the stream,
+    so it is logged and counted (``source_errors{kind="trimmed"}``), not silent."""
+    first = trimmed_past(connected.data, resume)
+    if first is not None:
+        pipeline.metrics.source_errors.labels("trimmed").inc()
+        _log.warning(
+            "opencti stream starts at %s, after the resume position %s: events in between "
+            "may have been trimmed by the platform's retention (redis:trimming)",
+            first,
+            resume,
+        )
 
 
 async def _bound(pending: deque[_Commit]) -> None:

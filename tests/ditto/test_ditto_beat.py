@@ -200,7 +200,11 @@ async def test_a_burst_of_10k_events_is_consumed_completely(
     async with run_beat(beat):
         await subscribed(beat)
         response = await api(
-            url, "POST", "/admin/burst", params={"thing_id": "org.works:b", "count": 10000}
+            url,
+            "POST",
+            "/admin/burst",
+            params={"thing_id": "org.works:b", "count": 10000},
+            timeout=60,  # it answers once all 10k were sent: slow on a busy machine
         )
         await eventually(lambda: beat.log.head == 10001, timeout=60, what="10k committed")
     assert response.json()["dropped"] == 0

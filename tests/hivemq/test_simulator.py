@@ -8,6 +8,7 @@ import statistics
 from itertools import islice
 
 import aiomqtt
+import pytest
 
 from beats.hivemq.simulator import DISTRIBUTIONS, SimulatorSettings, main, readings
 from tests.brokers import MosquittoBroker
@@ -57,3 +58,23 @@ async def test_publishes_json_readings_to_mqtt(mosquitto: MosquittoBroker) -> No
         reading = json.loads(payload)
         assert set(reading) == FIELDS
         assert topic == f"city/sensors/{reading['sensor_id']}"
+
+
+async def test_a_lost_broker_is_retried_not_fatal(
+    mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = SimulatorSettings(mqtt_url=mosquitto.url, stations=2, rate=20, count=200, seed=2)
+    publishing = asyncio.create_task(main(settings, asyncio.Event()))
+    await asyncio.sleep(1.0)
+    mosquitto.kill()
+    await asyncio.sleep(1.5)
+    assert not publishing.done()
+    mosquitto.start()
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe("city/sensors/#", qos=1)
+        async with asyncio.timeout(30):
+            await publishing  # reaches its count on a new connection instead of raising
+            async for message in client.messages:  # readings published after the restart
+                assert set(json.loads(message.payload)) == FIELDS
+                break
+    assert any("reconnecting" in r.message for r in caplog.records)

@@ -331,3 +331,23 @@ async def test_odd_events_never_break_a_live_connection(emulator: Emulator) -> N
     sent = {p.get("id") for p in payloads if isinstance(p, dict)}
     assert ["not", "an", "object"] in payloads  # malformed entries pass unchanged
     assert {"x--1", "x--2"} <= sent and "x--3" not in sent  # version "four" is not >= 4
+
+
+async def test_trimming_keeps_the_newest_entries_and_says_where_the_stream_starts() -> None:
+    app = create_app(token=TOKEN, heartbeat_interval=0.2, trimming=5)
+    async with serve_app(app) as url:
+        emulator = Emulator(url, app.state.opencti)
+        ids = await fill(emulator, 8)
+        assert len(emulator.api.store.entries) == 5
+        frames = await read_frames(f"{url}/stream", headers={"Last-Event-ID": str(ids[0])}, until=6)
+    info = json.loads(frames[0].data)
+    assert (info["firstEventId"], info["streamSize"]) == (str(ids[3]), 5)
+    # resuming before the first kept entry gives what is left, as Redis does
+    assert [f.id for f in data_frames(frames)] == [str(i) for i in ids[3:]]
+
+
+def test_the_scenario_world_stays_bounded() -> None:
+    scenario = Scenario(seed=3, population=20)
+    kinds = [scenario.next()["type"] for _ in range(2000)]
+    assert len(scenario.known) <= 20
+    assert kinds.count("create") > 200  # it keeps creating, balanced by deletions

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from httpx_sse import ServerSentEvent
 
-from beats.opencti.frames import BEGINNING, Frame, StreamId, start_position
+from beats.opencti.frames import BEGINNING, Frame, StreamId, start_position, trimmed_past
 
 
 def test_stream_ids_parse_print_and_order_as_redis_does() -> None:
@@ -63,3 +63,29 @@ def test_frames_from_httpx_sse() -> None:
     assert frame == Frame("heartbeat", "7-1", '"x"')
     assert frame.stream_id == StreamId(7, 1)
     assert Frame("connected", "", "{}").stream_id is None
+
+
+def _connected(first: str) -> str:
+    return f'{{"firstEventId": "{first}", "lastEventId": "1700000009000-0", "streamSize": 3}}'
+
+
+@pytest.mark.parametrize(
+    ("first", "resume", "expected"),
+    [
+        ("1700000005000-0", "1700000001000-0", StreamId(1700000005000, 0)),  # trimmed past us
+        ("1700000005000-0", "1700000005000-0", None),  # our position is still there
+        ("1700000001000-0", "1700000005000-0", None),
+        ("1700000005000-0", None, None),  # no saved position: nothing to lose
+        ("1700000005000-0", "0", None),  # from the beginning: whatever is there
+        ("0-0", "1700000005000-0", None),  # an empty stream
+    ],
+)
+def test_a_stream_trimmed_past_the_resume_position_is_detected(
+    first: str, resume: str | None, expected: StreamId | None
+) -> None:
+    assert trimmed_past(_connected(first), resume) == expected
+
+
+@pytest.mark.parametrize("data", ["", "not json", "[]", '{"firstEventId": 5}', "{}"])
+def test_an_unreadable_connected_frame_is_not_a_trim(data: str) -> None:
+    assert trimmed_past(data, "1700000005000-0") is None

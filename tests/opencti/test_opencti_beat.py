@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import stix2
 
 from beats.opencti.emulator import create_app
@@ -236,3 +237,21 @@ async def test_recover_sends_current_state_first_then_tails(
     assert by_id[extra["data"]["id"]]["origin_referer"] == "emulator"
     # markings and the author came along as dependencies, so the TLP levels are known
     assert any(d["stix"]["type"] == "marking-definition" for d in data)
+
+
+async def test_a_stream_trimmed_past_the_saved_position_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(token=TOKEN, heartbeat_interval=0.2, trimming=10)
+    async with serve_app(app) as url:
+        await add(url, scenario_events(10, seed=11))
+        first = opencti_beat(tmp_path, url)
+        async with run_beat(first):
+            await eventually(lambda: first.log.head == 10, what="the first 10")
+        await add(url, scenario_events(15, seed=12))  # 5 of these are trimmed before it is back
+        second = opencti_beat(tmp_path, url, opencti_start=None)
+        async with run_beat(second):
+            await eventually(lambda: second.log.head == 20, what="what the stream still holds")
+    trimmed = second.metrics.source_errors.labels("trimmed")._value.get()
+    assert trimmed == 1
+    assert any("trimmed" in r.message for r in caplog.records if r.levelname == "WARNING")

@@ -51,6 +51,9 @@ class EmulatorSettings(BaseSettings):
     heartbeat_interval: float = Field(5.0, description="Seconds between heartbeats.")
     scenario_rate: float = Field(0.0, description="Generated events per second (0: none).")
     drop_every: int | None = Field(None, description="Close connections every N data frames.")
+    trimming: int = Field(
+        0, ge=0, description="Keep at most N stream entries, as OpenCTI's redis:trimming (0: all)."
+    )
     log_level: str = Field("info", description="Log level.")
 
 

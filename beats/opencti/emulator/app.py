@@ -14,7 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from beats.opencti.emulator.channel import Channel, StreamOptions
-from beats.opencti.emulator.core import DEFAULT_LIVE_STREAM, Collection, OpenctiEmulator
+from beats.opencti.emulator.core import (
+    DEFAULT_LIVE_STREAM,
+    Collection,
+    OpenctiEmulator,
+    StreamStore,
+)
 from beats.opencti.frames import start_position
 from beats.opencti.scenario import Scenario
 from common.service import UvicornServer
@@ -38,6 +43,7 @@ def create_app(
     scenario_rate: float = 0.0,
     scenario_seed: int | None = None,
     live_streams: Iterable[str] = (),
+    trimming: int = 0,
 ) -> FastAPI:
     """The OpenCTI live-stream emulator as an ASGI app; ``app.state.opencti`` is its
     :class:`OpenctiEmulator` (append events, start/stop/delete live streams from Python).
@@ -45,8 +51,9 @@ def create_app(
     ``token`` is the one API token (a bypass user's); ``live_streams`` are collection ids that
     exist, started, from the beginning (besides the built-in ``live``); ``drop_every`` closes
     every connection after that many data frames; ``scenario_rate`` > 0 appends generated
-    events (:class:`Scenario`, seeded with ``scenario_seed``) at that many per second."""
-    emulator = OpenctiEmulator(token=token)
+    events (:class:`Scenario`, seeded with ``scenario_seed``) at that many per second;
+    ``trimming`` bounds the stream (:class:`StreamStore`)."""
+    emulator = OpenctiEmulator(token=token, store=StreamStore(trimming=trimming))
     for stream_id in live_streams:
         emulator.collections.setdefault(stream_id, Collection(stream_id))
 

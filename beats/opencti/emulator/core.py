@@ -74,9 +74,14 @@ class StreamStore:
     """The Redis stream (entries with monotonic ids) and the platform's current objects.
 
     ``changed`` is notified on every append and on collection changes, so readers wake up.
+    ``trimming`` keeps at most that many entries, dropping the oldest on append, as OpenCTI's
+    ``redis:trimming`` (``XADD MAXLEN``) does; 0 keeps them all. A reader resuming before the
+    first kept entry gets what is left, as from Redis: the ``connected`` frame's
+    ``firstEventId`` is how a consumer can tell.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, trimming: int = 0) -> None:
+        self.trimming = trimming
         self.entries: list[Entry] = []
         self.objects: dict[str, dict[str, Any]] = {s["id"]: s for s in PLATFORM_OBJECTS}
         self.changed = asyncio.Condition()
@@ -111,6 +116,8 @@ class StreamStore:
                 self.entries.append(Entry(entry_id, kind, data, payload))
                 self._track(kind, payload)
                 ids.append(entry_id)
+            if self.trimming and len(self.entries) > self.trimming:
+                del self.entries[: len(self.entries) - self.trimming]
             self.changed.notify_all()
         return ids
 
