@@ -60,10 +60,10 @@ class Report:
 
     def line(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in self.notes.items())
+        kafka = f"Kafka {self.kafka} (duplicates {self.duplicates}), " if self.kafka >= 0 else ""
         return (
             f"FAULT {self.scenario}: log head {self.head}, SSE {self.sse} (gaps {self.sse_gaps}), "
-            f"Kafka {self.kafka} (duplicates {self.duplicates}), recovery {self.recovery_s:.1f}s "
-            f"{extra}"
+            f"{kafka}recovery {self.recovery_s:.1f}s {extra}"
         ).rstrip()
 
 

@@ -16,7 +16,7 @@ from common.envelope import CloudEvent
 from common.service import Beat
 from common.supervise import Backoff
 from gateway.service import Gateway
-from tests.gateway.support import beat_named, gateway_settings, run_gateway
+from tests.gateway.support import beat_named, gateway_settings, run_gateway, stalled_socket
 from tests.support import SseMessage, eventually, make_events, read_sse, run_beat
 
 FAST = Backoff(min_delay=0.05, max_delay=0.5)
@@ -221,15 +221,6 @@ async def test_max_streams_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert gateway.metrics.rejected._value.get() == 1
 
 
-def _slow_socket(port: int, path: str) -> socket.socket:
-    """A client that asks for a stream with a tiny receive buffer and then does not read."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
-    return sock
-
-
 def _read_all(sock: socket.socket) -> bytes:
     """Everything up to the end of the (chunked) response or of the connection."""
     raw = b""
@@ -246,7 +237,7 @@ async def test_slow_client_is_dropped_and_resumes_while_others_keep_up(tmp_path:
     total = 1500
     async with run_beat(beat), run_gateway(settings) as (gateway, base):
         fast = asyncio.create_task(read_sse(f"{base}/streams/test", count=total, timeout=60))
-        slow = _slow_socket(settings.port, "/streams/test")
+        slow = stalled_socket(settings.port, "/streams/test")
         await eventually(lambda: len(gateway.clients) == 2, what="both clients")
         await upstream_head(gateway, 0)
         for first in range(0, total, 20):  # paced by the fast client, never by the slow one
