@@ -105,6 +105,11 @@ class Metrics:
         self.restarts = Counter(
             "beats_task_restarts", "Supervised task restarts after a failure", ["task"], registry=r
         )
+        self.http_head_timeouts = Counter(
+            "beats_http_head_timeouts",
+            "Connections closed for not sending a complete request head in time",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from common.eventlog import EventLog
+from common.http import server_config
 from common.hub import Hub
 from common.kafka import KafkaForwarder
 from common.metrics import Metrics
@@ -81,13 +82,8 @@ class Beat:
 
     async def serve(self, shutdown: asyncio.Event) -> None:
         """Run until ``shutdown`` is set, then stop gracefully (see the module docstring)."""
-        config = uvicorn.Config(
-            self.app,
-            host=self.settings.host,
-            port=self.settings.port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout / 2)),
+        config = server_config(
+            self.app, self.settings, on_head_timeout=self.metrics.http_head_timeouts.inc
         )
         server = UvicornServer(config)
         await self.log.open()

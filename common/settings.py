@@ -51,6 +51,11 @@ class ServiceSettings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, description="Seconds a graceful shutdown may take before tasks are cancelled."
     )
+    http_head_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a complete request head (slowloris guard).",
+    )
 
 
 class BeatSettings(ServiceSettings):

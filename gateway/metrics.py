@@ -51,6 +51,11 @@ class GatewayMetrics:
         self.restarts = Counter(
             p + "task_restarts", "Supervised task restarts after a failure", ["task"], registry=r
         )
+        self.http_head_timeouts = Counter(
+            p + "http_head_timeouts",
+            "Connections closed for not sending a complete request head in time",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

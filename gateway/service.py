@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 
+from common.http import server_config
 from common.metrics import Metrics
 from common.service import UvicornServer, wait_shutdown
 from common.supervise import supervise
@@ -160,17 +161,13 @@ class Gateway:
                 self.settings.host,
                 self.settings.port,
             )
-        server = UvicornServer(
-            uvicorn.Config(
-                self.app,
-                host=self.settings.host,
-                port=self.settings.port,
-                log_level="warning",
-                access_log=False,  # query strings may hold access_token
-                lifespan="off",
-                timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout / 2)),
-            )
+        config = server_config(
+            self.app,
+            self.settings,
+            on_head_timeout=self.metrics.http_head_timeouts.inc,
+            access_log=False,  # query strings may hold access_token
         )
+        server = UvicornServer(config)
         try:
             async with asyncio.TaskGroup() as tasks:
                 self.pool.start(tasks)

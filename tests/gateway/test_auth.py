@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +196,23 @@ async def _grants(http: httpx.AsyncClient, base: str) -> None:
         f"{base}/streams/opencti?last_event_id=0&access_token={ADMIN}", count=6
     )
     assert len(everything) == 6
+
+
+async def test_slowloris_connections_are_closed_and_counted(tmp_path: Path) -> None:
+    """Connections that trickle a request head never reach auth: the server closes them."""
+    beat = beat_named(tmp_path, "a")
+    settings = gateway_settings({"a": beat}, http_head_timeout=0.5)
+
+    def trickle() -> bytes:
+        with socket.create_connection(("127.0.0.1", settings.port), timeout=5) as sock:
+            for piece in (b"GET /streams HTTP/1.1\r\n", b"Host: x\r\n", b"Accept: te"):
+                sock.sendall(piece)
+                time.sleep(0.2)
+            return sock.recv(1024)
+
+    async with run_beat(beat), run_gateway(settings) as (gateway, base):
+        answers = await asyncio.gather(*(asyncio.to_thread(trickle) for _ in range(5)))
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{base}/readyz")).status_code == 200
+    assert answers == [b""] * 5
+    assert gateway.metrics.http_head_timeouts._value.get() == 5
