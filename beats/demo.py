@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beats.ditto.emulator import EmulatorSettings as DittoEmulatorSettings
 from beats.ditto.emulator import main as emulate_ditto
@@ -36,6 +35,7 @@ from beats.opencti.emulator import main as emulate_opencti
 from beats.opencti.service import build as build_opencti
 from beats.opencti.settings import OpenctiSettings
 from common.service import Beat
+from common.settings import CommandSettings
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 
@@ -44,12 +44,8 @@ __all__ = ["DemoSettings", "main"]
 _log = logging.getLogger(__name__)
 
 
-class DemoSettings(BaseSettings):
+class DemoSettings(CommandSettings):
     """Everything on one machine: embedded broker, sensor simulator, beats."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     host: str = Field("127.0.0.1", description="Interface the services listen on.")
     gateway_port: int = Field(8080, description="HTTP port of the gateway and its dashboard.")

@@ -46,9 +46,10 @@ from urllib.parse import urlsplit
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, aconnect_sse, connect_sse
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
+from pydantic_settings import CliPositionalArg
 
 from common.envelope import CloudEvent
+from common.settings import CommandSettings
 from common.supervise import Backoff
 
 __all__ = [
@@ -213,12 +214,8 @@ def iter_events(
 subscribe_blocking = iter_events
 
 
-class TailSettings(BaseSettings):
+class TailSettings(CommandSettings):
     """Print a live feed of a beat or the gateway: beats tail URL."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     url: CliPositionalArg[str] = Field(
         description="SSE feed, e.g. http://127.0.0.1:8101/events or .../events/<channel>."

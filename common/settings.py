@@ -31,16 +31,18 @@ def split_list(value: Any) -> Any:
 StrList = Annotated[list[str], NoDecode]
 
 
-class ServiceSettings(BaseSettings):
-    """Options of every service (beats and gateway)."""
+class CommandSettings(BaseSettings):
+    """Options of a ``beats`` command: ``--kebab-case`` flags, ``BEATS_*`` environment variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BEATS_",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_hide_none_type=True,
-        extra="ignore",
+        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
     )
+
+
+class ServiceSettings(CommandSettings):
+    """Options of every service (beats and gateway)."""
+
+    model_config = SettingsConfigDict(cli_hide_none_type=True)
 
     host: str = Field("127.0.0.1", description="Interface the HTTP server listens on.")
     port: int = Field(0, description="HTTP port (each service has its own default).")

@@ -18,21 +18,17 @@ from typing import Any
 
 import httpx
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beats.fiware.emulator.scenario import entities, readings
+from common.settings import CommandSettings
 
 __all__ = ["CitySettings", "main"]
 
 _log = logging.getLogger(__name__)
 
 
-class CitySettings(BaseSettings):
+class CitySettings(CommandSettings):
     """Change rooms and parking spots in an NGSI v2 context broker (Orion)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     orion_url: str = Field("http://127.0.0.1:1026", description="Context broker base URL.")
     fiware_service: str | None = Field(None, description="Fiware-Service (tenant) to write to.")

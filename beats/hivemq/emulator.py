@@ -15,17 +15,16 @@ from typing import Any
 
 from amqtt.broker import Broker
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import CommandSettings
 
 __all__ = ["BrokerSettings", "embedded_broker", "main"]
 
 _log = logging.getLogger(__name__)
 
 
-class BrokerSettings(BaseSettings):
+class BrokerSettings(CommandSettings):
     """Run the embedded MQTT broker."""
-
-    model_config = SettingsConfigDict(env_prefix="BEATS_", cli_kebab_case=True, extra="ignore")
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(1884, description="MQTT port.")

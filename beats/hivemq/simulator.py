@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import CommandSettings
 from common.supervise import Backoff
 
 __all__ = ["DISTRIBUTIONS", "Reading", "SimulatorSettings", "main", "readings"]
@@ -50,12 +50,8 @@ TREND_WINDOW = 300
 RECALIBRATION_RATE = 0.2
 
 
-class SimulatorSettings(BaseSettings):
+class SimulatorSettings(CommandSettings):
     """Publish simulated municipality sensor readings to an MQTT broker."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="Broker to publish to.")
     mqtt_version: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")

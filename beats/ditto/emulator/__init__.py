@@ -32,21 +32,17 @@ import asyncio
 import contextlib
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beats.ditto.emulator.app import create_app, serve
 from beats.ditto.emulator.core import DittoEmulator
 from beats.ditto.emulator.sessions import Hub
+from common.settings import CommandSettings
 
 __all__ = ["DittoEmulator", "EmulatorSettings", "Hub", "create_app", "main", "serve"]
 
 
-class EmulatorSettings(BaseSettings):
+class EmulatorSettings(CommandSettings):
     """Run the Eclipse Ditto emulator."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8090, description="HTTP and WebSocket port.")

@@ -22,7 +22,6 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beats.fiware.emulator.broker import Broker
 from beats.fiware.emulator.ld_routes import ld_routes
@@ -32,16 +31,13 @@ from beats.fiware.emulator.scenario import run_scenario
 from beats.fiware.emulator.subscriptions import subscription_routes
 from beats.fiware.emulator.v2_routes import v2_routes
 from common.service import UvicornServer
+from common.settings import CommandSettings
 
 __all__ = ["EmulatorSettings", "create_app", "main", "serve"]
 
 
-class EmulatorSettings(BaseSettings):
+class EmulatorSettings(CommandSettings):
     """Run the Orion (NGSI v2 and NGSI-LD) emulator."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(1026, description="HTTP port (Orion's own).")

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from beats.opencti.emulator.app import create_app, serve
 from beats.opencti.emulator.core import Collection, OpenctiEmulator, StreamStore
+from common.settings import CommandSettings
 
 __all__ = [
     "Collection",
@@ -38,12 +38,8 @@ __all__ = [
 ]
 
 
-class EmulatorSettings(BaseSettings):
+class EmulatorSettings(CommandSettings):
     """Run the OpenCTI live-stream emulator."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
-    )
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(4000, description="HTTP port.")
