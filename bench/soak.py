@@ -9,7 +9,8 @@ descriptors, and each beat's source queue depth, Kafka lag and log head are samp
   open descriptors within 20 of the middle third's maximum, queue depths not growing. The
   demo's bounded buffers (the gateway's replay rings, the OpenCTI emulator's stream) are set to
   ``--bounds`` entries so that they are full within the first third: what grows after that is
-  not a buffer filling up;
+  not a buffer filling up. The RSS slope of each third (MiB/min) is reported beside the
+  verdict: a filling buffer's slope falls towards 0, a leak's does not;
 * **consistent**: after the load stops, every beat's Kafka lag reaches 0, and the gateway
   client received exactly every event of every beat's log (by sequence, no gap, no duplicate).
 
@@ -93,6 +94,20 @@ def _thirds(values: list[float]) -> tuple[float, float]:
     return statistics.median(values[third : 2 * third]), statistics.median(values[-third:])
 
 
+def _rss_slopes(samples: list[dict[str, Any]]) -> list[float]:
+    """MiB per minute over each third (least squares): a buffer filling up shows as a slope
+    that falls to near 0; a leak keeps it."""
+    third = max(2, len(samples) // 3)
+    slopes = []
+    for part in (samples[:third], samples[third : 2 * third], samples[2 * third :]):
+        if len(part) < 2:
+            continue
+        times = [s["t"] / 60 for s in part]
+        rss = [s["process"]["rss"] / 2**20 for s in part]
+        slopes.append(round(statistics.linear_regression(times, rss).slope, 2))
+    return slopes
+
+
 def _verdict(
     samples: list[dict[str, Any]], final: dict[str, Any], reader: _Reader
 ) -> dict[str, Any]:
@@ -117,6 +132,7 @@ def _verdict(
     return {
         "checks": checks,
         "rss_mib_middle_last": [round(middle_rss / 2**20, 1), round(last_rss / 2**20, 1)],
+        "rss_mib_per_min_by_third": _rss_slopes(samples),
         "fds_first_last": [fds[0], fds[-1]],
         "events": {b: final[b]["head"] for b in BEATS},
         "received_through_gateway": {b: len(reader.seen[b]) for b in BEATS},
