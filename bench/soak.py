@@ -43,8 +43,15 @@ BEATS = ("hivemq", "fiware", "opencti", "ditto")
 
 
 def _sample_process(pid: int) -> dict[str, int]:
-    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return {"rss": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    """RSS, split into anonymous memory (the heap) and file-backed pages, and open descriptors."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    kib = {key: int(status[key].split()[0]) * 1024 for key in ("VmRSS", "RssAnon", "RssFile")}
+    return {
+        "rss": kib["VmRSS"], "rss_anon": kib["RssAnon"], "rss_file": kib["RssFile"],
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }  # fmt: skip
 
 
 def _metric(text: str, name: str) -> float:
@@ -193,7 +200,11 @@ async def soak(duration: float, interval: float, bounds: int) -> dict[str, Any]:
         demo.wait(30)
         kafka.kill()
     verdict = _verdict(samples, final, reader)
-    return {"duration_s": duration, "bounds": bounds, "samples": samples, **verdict}
+    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    return {
+        "duration_s": duration, "bounds": bounds, "allocator_env": allocator,
+        "samples": samples, **verdict,
+    }  # fmt: skip
 
 
 async def _until_up(client: httpx.AsyncClient, url: str, timeout: float = 60) -> None:
