@@ -200,7 +200,9 @@ async def soak(duration: float, interval: float, bounds: int) -> dict[str, Any]:
         demo.wait(30)
         kafka.kill()
     verdict = _verdict(samples, final, reader)
-    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    allocator = {
+        k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"
+    }
     return {
         "duration_s": duration, "bounds": bounds, "allocator_env": allocator,
         "samples": samples, **verdict,
