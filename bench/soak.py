@@ -13,6 +13,7 @@ descriptors, and each beat's source queue depth, Kafka lag and log head are samp
   verdict: a filling buffer's slope falls towards 0, a leak's does not;
 * **consistent**: after the load stops, every beat's Kafka lag reaches 0, and the gateway
   client received exactly every event of every beat's log (by sequence, no gap, no duplicate).
+* **stops**: the demo exits within 30 s of SIGINT (else it is killed and the check fails).
 
 Writes ``bench/results/soak.json`` and exits non-zero if a check fails.
 """
@@ -196,17 +197,32 @@ async def soak(duration: float, interval: float, bounds: int) -> dict[str, Any]:
             final = await _settle(client, ports, reader)
             reading.cancel()
     finally:
-        demo.send_signal(signal.SIGINT)
-        demo.wait(30)
+        stop_s = _stop(demo)
         kafka.kill()
     verdict = _verdict(samples, final, reader)
+    verdict["checks"]["stopped_on_sigint"] = stop_s is not None
     allocator = {
         k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"
     }
     return {
         "duration_s": duration, "bounds": bounds, "allocator_env": allocator,
-        "samples": samples, **verdict,
+        "stop_s": stop_s, "samples": samples, **verdict,
     }  # fmt: skip
+
+
+def _stop(demo: subprocess.Popen[bytes], timeout: float = 30.0) -> float | None:
+    """SIGINT, then the seconds the demo took to exit; ``None`` if it had to be killed (a
+    shutdown that hangs is a failed check, and the run's figures are still written)."""
+    began = time.monotonic()
+    demo.send_signal(signal.SIGINT)
+    try:
+        demo.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"the demo did not stop within {timeout:.0f}s of SIGINT: killed", file=sys.stderr)
+        demo.kill()
+        demo.wait()
+        return None
+    return round(time.monotonic() - began, 1)
 
 
 async def _until_up(client: httpx.AsyncClient, url: str, timeout: float = 60) -> None:
