@@ -117,7 +117,7 @@ def _rss_slopes(samples: list[dict[str, Any]]) -> list[float]:
 
 
 def _verdict(
-    samples: list[dict[str, Any]], final: dict[str, Any], reader: _Reader
+    samples: list[dict[str, Any]], final: dict[str, Any], reader: _Reader, stop_s: float | None
 ) -> dict[str, Any]:
     rss = [s["process"]["rss"] for s in samples]
     fds = [s["process"]["fds"] for s in samples]
@@ -136,6 +136,7 @@ def _verdict(
         )
         and all(reader.seen[b] for b in BEATS)
         and reader.gaps == 0,
+        "stopped_on_sigint": stop_s is not None,
     }
     return {
         "checks": checks,
@@ -199,8 +200,7 @@ async def soak(duration: float, interval: float, bounds: int) -> dict[str, Any]:
     finally:
         stop_s = _stop(demo)
         kafka.kill()
-    verdict = _verdict(samples, final, reader)
-    verdict["checks"]["stopped_on_sigint"] = stop_s is not None
+    verdict = _verdict(samples, final, reader, stop_s)
     allocator = {
         k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"
     }
