@@ -12,12 +12,14 @@ extension; consumers compare it numerically.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common.jsonsafe import NotJson, Unrepresentable, loads
+from common.normalize import Rejected
 
 __all__ = ["CloudEvent", "new_event", "payload_to_data"]
 
@@ -70,13 +72,36 @@ class CloudEvent(BaseModel):
         return event.model_copy(update={"channel": channel})
 
 
-def payload_to_data(payload: bytes, content_type: str | None = None) -> dict[str, Any]:
+def payload_to_data(
+    payload: bytes, content_type: str | None = None, *, require_json: bool = False
+) -> dict[str, Any]:
     """Map raw bytes to the CloudEvent data fields, losslessly.
 
     JSON stays JSON (``data``), other UTF-8 text becomes a string, anything else goes to
-    ``data_base64``. The returned dict holds ``data`` or ``data_base64`` and ``datacontenttype``.
+    ``data_base64``. JSON that cannot be carried as JSON (:mod:`common.jsonsafe`: a lone
+    surrogate, a number beyond a double, nesting too deep) is kept byte for byte in
+    ``data_base64``, with the reason in the ``datanote`` extension. ``require_json``: the
+    payload was declared JSON, and text that is not JSON is :class:`Rejected`. The returned
+    dict holds ``data`` or ``data_base64``, ``datacontenttype`` and maybe ``datanote``.
     """
-
+    declared_json = content_type is None or "json" in content_type
+    if declared_json and (require_json or payload.strip()):
+        try:
+            return {
+                "data": loads(payload, what="payload"),
+                "datacontenttype": content_type or _JSON,
+            }
+        except Unrepresentable as exc:
+            return {
+                "data_base64": base64.b64encode(payload).decode("ascii"),
+                "datacontenttype": content_type or _JSON,
+                "datanote": f"kept as base64: {exc.reason}",
+            }
+        except NotJson as exc:
+            if require_json:
+                raise Rejected(
+                    f"content type {content_type} but the payload is not valid JSON: {exc.reason}"
+                ) from None
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -84,12 +109,6 @@ def payload_to_data(payload: bytes, content_type: str | None = None) -> dict[str
             "data_base64": base64.b64encode(payload).decode("ascii"),
             "datacontenttype": content_type or "application/octet-stream",
         }
-    declared_json = content_type is None or "json" in content_type
-    if declared_json and text.strip():
-        try:
-            return {"data": json.loads(text), "datacontenttype": content_type or _JSON}
-        except ValueError:
-            pass
     return {"data": text, "datacontenttype": content_type or "text/plain; charset=utf-8"}
 
 

@@ -51,6 +51,19 @@ class Metrics:
             registry=r,
         )
         self.append_errors = Counter("beats_log_append_errors", "Failed log commits", registry=r)
+        self.log_failures = Counter(
+            "beats_log_failures",
+            "Failures inside the log's writer that it survived (storage, unexpected, listener)",
+            ["kind"],
+            registry=r,
+        )
+        self.log_recoveries = Counter(
+            "beats_log_recoveries",
+            "Sequence ranges given up at start-up (lost: evidence of lost commits; skipped: "
+            "after an unclean stop)",
+            ["kind"],
+            registry=r,
+        )
         self.append_seconds = Histogram(
             "beats_log_append_seconds",
             "Time of one group commit",

@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from common.envelope import CloudEvent, new_event
-from common.eventlog import EventLog, StoredEvent
+from common.eventlog import Encoded, EventLog, StoredEvent
 from common.metrics import Metrics
+from common.normalize import Rejected
 
 __all__ = ["DEAD_LETTER_CHANNEL", "Check", "Pipeline", "Readiness", "Source"]
 
@@ -73,10 +76,28 @@ class Pipeline:
         self, events: Sequence[CloudEvent], *, cursor: tuple[str, str] | None = None
     ) -> _Committed:
         """Queue events for the next group commit; see the module docstring for ack timing.
-        ``cursor=(name, value)`` is saved atomically with the events (resumable sources)."""
-        future = self.log.submit(events, cursor=cursor)
+        ``cursor=(name, value)`` is saved atomically with the events (resumable sources).
+
+        Each event is encoded here, before the group commit: one that cannot be encoded (a
+        normaliser let through something JSON cannot carry) is replaced by a dead letter that
+        says why, so it fails alone and the input is still acknowledged and kept."""
+        future = self.log.submit([self._encode(event) for event in events], cursor=cursor)
         future.add_done_callback(self._count)
         return future
+
+    def _encode(self, event: CloudEvent) -> Encoded:
+        try:
+            return Encoded.of(event)
+        except (ValueError, RecursionError) as exc:
+            reason = f"the event cannot be encoded as JSON: {str(exc)[:300]}"
+            _log.warning("%s event %s of %s: %s", self.beat, event.id, event.source, reason)
+            dead = self.rejected(
+                raw=_best_effort_json(event),
+                reason=reason,
+                source=event.source,
+                context={"type": event.type, "id": event.id, "channel": event.channel},
+            )
+            return Encoded.of(dead)
 
     async def commit(
         self, events: Sequence[CloudEvent], *, cursor: tuple[str, str] | None = None
@@ -90,14 +111,39 @@ class Pipeline:
         reason: str,
         source: str,
         context: Mapping[str, Any] | None = None,
+        **extensions: Any,
     ) -> CloudEvent:
         """Count a rejected input and return the dead-letter event that keeps it (submit it
-        with the other events of the same input batch, to keep acknowledgements in order)."""
+        with the other events of the same input batch, to keep acknowledgements in order).
+        ``extensions`` are added to the event (for example ``tlp``)."""
         self.metrics.rejected.inc()
         _log.info("rejected input from %s: %s", source, reason)
         return dead_letter_event(
-            beat=self.beat, raw=raw, reason=reason, source=source, context=context
+            beat=self.beat, raw=raw, reason=reason, source=source, context=context, **extensions
         )
+
+    def guarded(
+        self,
+        normalize: Callable[[], list[CloudEvent]],
+        *,
+        raw: bytes | str,
+        source: str,
+        context: Mapping[str, Any] | None = None,
+        **extensions: Any,
+    ) -> list[CloudEvent]:
+        """Run a normaliser on one input: its events, or the dead letter that keeps the input
+        with the reason. A normaliser that raises anything but :class:`Rejected` (a bug) fails
+        this input alone too: logged with its traceback, counted
+        (``beats_source_errors{kind="normaliser"}``) and dead-lettered."""
+        try:
+            return normalize()
+        except Rejected as rejected:
+            reason = rejected.reason
+        except Exception as exc:
+            _log.exception("%s: the normaliser failed on one input from %s", self.beat, source)
+            self.metrics.source_errors.labels("normaliser").inc()
+            reason = f"the normaliser failed: {type(exc).__name__}: {str(exc)[:300]}"
+        return [self.rejected(raw=raw, reason=reason, source=source, context=context, **extensions)]
 
     def dead_letter(
         self,
@@ -131,17 +177,19 @@ def dead_letter_event(
     reason: str,
     source: str,
     context: Mapping[str, Any] | None = None,
+    **extensions: Any,
 ) -> CloudEvent:
     """The event that keeps a rejected input: reason, size, digest and the raw input (or its
-    first 64 KiB), as text when it is UTF-8 and as base64 otherwise."""
-    data_bytes = raw.encode() if isinstance(raw, str) else raw
+    first 64 KiB), as text when it is UTF-8 and as base64 otherwise. ``time`` is when it was
+    rejected. The context is kept only if it can be encoded (else ``context_error`` says so)."""
+    data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     kept = data_bytes[:_RAW_KEPT]
     data: dict[str, Any] = {
         "reason": reason,
         "size": len(data_bytes),
         "sha256": hashlib.sha256(data_bytes).hexdigest(),
         "truncated": len(kept) < len(data_bytes),
-        "context": dict(context or {}),
+        "context": _encodable(dict(context or {})),
     }
     try:
         data["raw"] = kept.decode("utf-8")
@@ -153,5 +201,23 @@ def dead_letter_event(
         source=source,
         channel=DEAD_LETTER_CHANNEL,
         partitionkey=DEAD_LETTER_CHANNEL,
+        time=datetime.now(UTC),
         data=data,
+        **extensions,
     )
+
+
+def _encodable(context: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(context, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):
+        return {"context_error": "the context could not be encoded as JSON"}
+    return context
+
+
+def _best_effort_json(event: CloudEvent) -> str:
+    """The event as ASCII JSON text (lone surrogates escaped), or why even that failed."""
+    try:
+        return json.dumps(event.model_dump(mode="python"), ensure_ascii=True, default=str)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"<unencodable event: {type(exc).__name__}>"

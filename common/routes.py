@@ -24,10 +24,11 @@ LastIdQuery = Annotated[
 ]
 
 
-def readiness_report(beat: Beat) -> dict[str, Any]:
+async def readiness_report(beat: Beat) -> dict[str, Any]:
+    """The beat's checks, and whether its log can commit now (:meth:`EventLog.check`)."""
     checks = {name: {"ok": c.ok, "detail": c.detail} for name, c in beat.readiness.checks.items()}
-    log_ok = beat.log.last_error is None
-    checks["log"] = {"ok": log_ok, "detail": beat.log.last_error or "writable"}
+    log_ok, log_detail = await beat.log.check()
+    checks["log"] = {"ok": log_ok, "detail": log_detail}
     report: dict[str, Any] = {
         "beat": beat.name,
         "ready": beat.readiness.ready and log_ok,
@@ -54,9 +55,10 @@ def beat_router(beat: Beat) -> APIRouter:
 
     @router.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        """Ready when the source is connected and the log is writable; says what is not.
-        Kafka state is reported but does not make the beat unready (it lags and catches up)."""
-        report = readiness_report(beat)
+        """Ready when the source is connected and the log can commit now (its latest commit,
+        or a probe commit, succeeded); says what is not. Kafka state is reported but does not
+        make the beat unready (it lags and catches up)."""
+        report = await readiness_report(beat)
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     @router.get("/metrics", tags=["health"])

@@ -63,7 +63,9 @@ class Beat:
             retention_count=settings.retention_count,
             retention_age=settings.retention_age,
             synchronous=settings.log_sync,
+            check=settings.log_check,
             observe_commit=self.metrics.append_seconds.observe,
+            observe_failure=lambda kind: self.metrics.log_failures.labels(kind).inc(),
         )
         self.hub = Hub(metrics=self.metrics, queue_size=settings.sse_queue_size)
         self.log.add_listener(self.hub.publish)
@@ -87,6 +89,8 @@ class Beat:
         )
         server = UvicornServer(config)
         await self.log.open()
+        if self.log.recovery is not None and self.log.recovery.kind is not None:
+            self.metrics.log_recoveries.labels(self.log.recovery.kind).inc()
         try:
             async with asyncio.TaskGroup() as tasks:
                 source = tasks.create_task(self._supervised_source(), name=f"{self.name}:source")

@@ -75,6 +75,11 @@ class BeatSettings(ServiceSettings):
         description="SQLite synchronous mode: normal survives a process crash, "
         "full also survives power loss (slower).",
     )
+    log_check: Literal["quick", "full", "off"] = Field(
+        "quick",
+        description="Integrity check of the event log at start-up: quick (PRAGMA quick_check), "
+        "full (integrity_check, slower) or off. A damaged log is refused with advice.",
+    )
     sse_queue_size: int = Field(
         1000,
         description="Per-subscriber buffer; a subscriber that overflows it is "

@@ -11,7 +11,11 @@ was already sent are skipped, so the switch from replay to live has no gap and n
 
 When N is older than what retention kept, or newer than the log's head (the log was reset), the
 stream says so first with a ``beats.gap`` event (no ``id:`` line, so the client's resume position
-is not moved by it) and then resumes from the oldest event kept.
+is not moved by it) and then resumes from the oldest event kept. When the log lost events (its
+database or WAL was lost: :mod:`common.highwater`), a client whose N lies in the lost range, and a
+replay that crosses it, get a ``beats.gap`` with reason ``lost``; a range given up after an
+unclean stop with no evidence of loss (``skipped``) is crossed silently, unless N lies in it
+(then the client holds events the log does not: they were lost).
 
 Overflow: when the subscriber's buffer overflows (see :mod:`common.hub`), the stream ends with a
 ``retry:`` hint and a comment; the client's reconnect resumes from its ``Last-Event-ID``.
@@ -20,9 +24,9 @@ Overflow: when the subscriber's buffer overflows (see :mod:`common.hub`), the st
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
-from common.eventlog import EventLog, StoredEvent
+from common.eventlog import EventLog, GapRange, StoredEvent
 from common.hub import Hub
 from common.metrics import Metrics
 
@@ -65,16 +69,13 @@ async def event_stream(
         if last_event_id is None:
             cursor = log.head
         else:
-            cursor = await _gap_check(log, metrics, last_event_id)
-            if cursor != last_event_id:
-                yield gap_frame(
-                    requested=last_event_id,
-                    resumed_after=cursor,
-                    reason="expired" if last_event_id < cursor else "ahead-of-log",
-                )
+            cursor, reason = _gap_check(log, last_event_id)
+            if reason is not None:
+                metrics.sse_gaps.inc()
+                yield gap_frame(requested=last_event_id, resumed_after=cursor, reason=reason)
             async for page in _replay(log, channel, cursor):
+                yield b"".join(_frames(page, cursor, log.ranges, metrics))
                 cursor = page[-1].seq
-                yield b"".join(event.sse_frame() for event in page)
         while (batch := await subscription.next_batch()) is not None:
             frames = [event.sse_frame() for event in batch if event.seq > cursor]
             if frames:
@@ -84,15 +85,30 @@ async def event_stream(
             yield b": overflow, reconnect with Last-Event-ID to resume\nretry: 500\n\n"
 
 
-async def _gap_check(log: EventLog, metrics: Metrics, requested: int) -> int:
-    """Where to resume after ``requested``: itself, or the position a gap signal announces."""
+def _gap_check(log: EventLog, requested: int) -> tuple[int, str | None]:
+    """Where to resume after ``requested``, and the reason of the gap signal if it is not
+    ``requested`` itself."""
     if requested > log.head:
-        metrics.sse_gaps.inc()
-        return log.purged_through
+        return log.purged_through, "ahead-of-log"
+    for gap in log.ranges:
+        if gap.covers(requested):
+            return gap.high, "lost"
     if requested < log.purged_through:
-        metrics.sse_gaps.inc()
-        return log.purged_through
-    return requested
+        return log.purged_through, "expired"
+    return requested, None
+
+
+def _frames(
+    page: list[StoredEvent], cursor: int, ranges: list[GapRange], metrics: Metrics
+) -> Iterator[bytes]:
+    """The page's frames, with a gap signal before the first event past a lost range."""
+    for event in page:
+        for gap in ranges:
+            if gap.kind == "lost" and cursor <= gap.low and event.seq > gap.high:
+                metrics.sse_gaps.inc()
+                yield gap_frame(requested=gap.low, resumed_after=gap.high, reason="lost")
+        cursor = event.seq
+        yield event.sse_frame()
 
 
 async def _replay(

@@ -22,6 +22,7 @@ __all__ = [
     "make_beat",
     "make_events",
     "read_sse",
+    "read_sse_until",
     "run_beat",
     "serve_app",
 ]
@@ -94,6 +95,24 @@ async def read_sse(
     client: httpx.AsyncClient | None = None,
 ) -> list[SseMessage]:
     """Read ``count`` SSE messages (heartbeat comments are not messages) from ``url``."""
+    return await read_sse_until(
+        url,
+        lambda messages: len(messages) >= count,
+        timeout=timeout,
+        headers=headers,
+        client=client,
+    )
+
+
+async def read_sse_until(
+    url: str,
+    done: Callable[[list[SseMessage]], bool],
+    *,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> list[SseMessage]:
+    """Read SSE messages from ``url`` until ``done(messages)`` holds."""
     messages: list[SseMessage] = []
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
@@ -106,7 +125,7 @@ async def read_sse(
                 if sse.event == "message" and not sse.data:
                     continue  # a bare retry: line
                 messages.append(SseMessage(sse.id, sse.event, sse.data, sse.retry))
-                if len(messages) >= count:
+                if done(messages):
                     break
     return messages
 

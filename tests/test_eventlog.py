@@ -53,7 +53,7 @@ async def test_sequences_survive_reopen_and_are_never_reused(tmp_path: Path) -> 
     async with EventLog(path, retention_count=2) as log:
         for i in range(5):
             await log.append([event(i)])
-            log._last_retention = 0  # let retention run after every commit
+            log.db.last_retention = 0  # let retention run after every commit
         assert log.purged_through == 3
     async with EventLog(path, retention_count=2) as log:
         assert log.head == 5
@@ -66,7 +66,7 @@ async def test_retention_by_age(tmp_path: Path) -> None:
     async with EventLog(tmp_path / "log.db", retention_count=None, retention_age=0.2) as log:
         await log.append([event(1), event(2)])
         await asyncio.sleep(0.3)
-        log._last_retention = 0
+        log.db.last_retention = 0
         await log.append([event(3)])
         assert [s.seq for s in await log.read(after=0)] == [3]
         assert log.purged_through == 2

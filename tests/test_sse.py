@@ -62,7 +62,7 @@ async def test_expired_id_is_signalled_before_resuming(tmp_path: Path) -> None:
     beat = make_beat(tmp_path, retention_count=3)
     async with run_beat(beat) as base:
         for i in range(10):
-            beat.log._last_retention = 0
+            beat.log.db.last_retention = 0
             await beat.pipeline.commit(make_events(1, start=i))
         messages = await read_sse(f"{base}/events?last_event_id=2", count=4)
         metrics = (await httpx.AsyncClient().get(f"{base}/metrics")).text

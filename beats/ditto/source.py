@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
+import re
 from collections import deque
 from typing import Any
 
@@ -41,6 +43,7 @@ from beats.ditto.protocol import ACK_SUFFIX, control, jwt_token
 from beats.ditto.settings import DittoSettings
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
+from common.jsonsafe import loads
 from common.normalize import Rejected
 from common.pipeline import Pipeline
 from common.supervise import Backoff
@@ -50,6 +53,8 @@ __all__ = ["DittoSource"]
 _log = logging.getLogger(__name__)
 _BATCH = 500
 _MAX_PENDING = 1000
+_CONTROL = re.compile(r"[A-Z]+(-[A-Z]+)*(:ACK)?")
+"""A protocol control frame (``START-SEND-EVENTS:ACK``); anything else is a message."""
 _Commit = asyncio.Future[list[StoredEvent | None]]
 
 
@@ -203,18 +208,18 @@ class DittoSource:
 
     def _events(self, frame: str | bytes, pipeline: Pipeline) -> list[CloudEvent]:
         text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
-        if not text.startswith("{"):
+        if _CONTROL.fullmatch(text.strip()):
             _log.info("ditto: control message %r", text[:200])
             return []
         pipeline.received()
-        try:
-            message = json.loads(text)
+
+        def parse() -> list[CloudEvent]:
+            message = loads(frame, what="Ditto message")
             if not isinstance(message, dict):
                 raise Rejected("Ditto message is not a JSON object")
-            events = normalize(message, source=self.http_url)
-        except (ValueError, Rejected) as exc:
-            reason = exc.reason if isinstance(exc, Rejected) else f"not JSON: {exc}"
-            return [pipeline.rejected(raw=text, reason=reason, source=self.ws_url)]
+            return normalize(message, source=self.http_url)
+
+        events = pipeline.guarded(parse, raw=frame, source=self.ws_url)
         self.seen.update(str(e.subject) for e in events if e.subject)
         return events
 
@@ -232,20 +237,17 @@ class DittoSource:
     async def _reconcile(self, pipeline: Pipeline) -> None:
         try:
             things = await self._fetch_things()
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             pipeline.metrics.source_errors.labels("reconcile").inc()
             _log.warning("ditto: reconciliation failed (%s); the session goes on", exc)
             return
-        events = []
+        events: list[CloudEvent] = []
         for thing in things:
-            try:
-                events.append(snapshot_event(thing, source=self.http_url))
-            except Rejected as exc:
-                events.append(
-                    pipeline.rejected(
-                        raw=json.dumps(thing), reason=exc.reason, source=self.http_url
-                    )
-                )
+            events += pipeline.guarded(
+                functools.partial(_snapshot, thing, self.http_url),
+                raw=json.dumps(thing),
+                source=self.http_url,
+            )
         if events:
             await pipeline.commit(events)
         _log.info("ditto: reconciled %d things after reconnect", len(things))
@@ -265,7 +267,7 @@ class DittoSource:
                 params = {"ids": ",".join(ids[start : start + 100]), **fields}
                 response = await http.get("/api/2/things", params=params)
                 response.raise_for_status()
-                found.update({t["thingId"]: t for t in response.json()})
+                found.update({t["thingId"]: t for t in loads(response.content, what="things")})
             if self.settings.namespaces:
                 found.update({t["thingId"]: t for t in await self._search(http, fields)})
         return list(found.values())
@@ -281,11 +283,15 @@ async def _search_pages(
         params = {"namespaces": ",".join(namespaces), "option": option, **fields}
         response = await http.get("/api/2/search/things", params=params)
         response.raise_for_status()
-        body = response.json()
+        body = loads(response.content, what="search result")
         items += body["items"]
         if not body.get("cursor"):
             return items
         option = f"size(200),cursor({body['cursor']})"
+
+
+def _snapshot(thing: dict[str, Any], source: str) -> list[CloudEvent]:
+    return [snapshot_event(thing, source=source)]
 
 
 def _mark_failure(future: _Commit, failed: asyncio.Event) -> None:

@@ -42,16 +42,17 @@ its ``Fiware-Correlator`` (Orion keeps a client's correlator).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from beats.fiware import ngsi_ld, ngsi_v2
-from beats.fiware.shape import check_depth, latest_time
+from beats.fiware.shape import latest_time
 from common.envelope import CloudEvent, new_event
+from common.jsonsafe import MAX_DEPTH, NotJson, loads, too_deep
 from common.normalize import Rejected
 
 __all__ = ["Notification", "normalize"]
@@ -113,18 +114,14 @@ def _parse(notification: Notification) -> Any:
     body = notification.parsed
     if body is _UNPARSED:
         try:
-            body = json.loads(notification.body, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
+            body = loads(notification.body, what="notification body")
+        except NotJson as exc:
             raise Rejected(
-                f"notification body is not JSON ({exc}); custom text payloads need "
-                "Ngsiv2-AttrsFormat: custom"
+                f"{exc.reason}; custom text payloads need Ngsiv2-AttrsFormat: custom"
             ) from None
-    check_depth(body)
+    elif too_deep(body):
+        raise Rejected(f"notification body nests deeper than {MAX_DEPTH} levels")
     return body
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _is_ld(notification: Notification, v2_format: str | None, body: Any) -> bool:
@@ -272,12 +269,8 @@ def _raw_data(notification: Notification) -> dict[str, Any]:
         data["base64"] = base64.b64encode(notification.body).decode("ascii")
         return data
     if text.strip():
-        try:
-            parsed = json.loads(text, parse_constant=_no_constant)
-            check_depth(parsed)
-            data["json"] = parsed
-        except (ValueError, RecursionError, Rejected):
-            pass
+        with contextlib.suppress(Rejected):
+            data["json"] = loads(text)
     return data
 
 

@@ -9,7 +9,6 @@ reason for malformed input, which is kept in the dead-letter channel.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 import httpx
@@ -20,8 +19,9 @@ from beats.fiware.normalize import Notification, normalize
 from beats.fiware.settings import FiwareSettings
 from beats.fiware.subscriptions import SECRET_HEADER, SubscriptionKeeper
 from common.eventlog import LogUnavailable
+from common.jsonsafe import loads
 from common.normalize import Rejected
-from common.pipeline import Pipeline
+from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline
 
 __all__ = ["fiware_router"]
 
@@ -74,25 +74,19 @@ def fiware_router(
             return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
         pipeline.received()
         notification = Notification(body, dict(request.headers))
-        try:
-            events = normalize(notification, source=source)
-        except Rejected as rejected:
-            context = {
-                "headers": {
-                    k: v for k, v in request.headers.items() if k.lower() != SECRET_HEADER.lower()
-                }
-            }
-            await _commit_or_503(
-                pipeline,
-                [
-                    pipeline.rejected(
-                        raw=body, reason=rejected.reason, source=source, context=context
-                    )
-                ],
-            )
-            return JSONResponse({"error": rejected.reason}, 400)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != SECRET_HEADER.lower()}
+        events = pipeline.guarded(
+            lambda: normalize(notification, source=source),
+            raw=body,
+            source=source,
+            context={"headers": headers},
+        )
         failed = await _commit_or_503(pipeline, events)
-        return failed or JSONResponse({"committed": len(events)}, 200)
+        if failed is not None:
+            return failed
+        if events and events[0].channel == DEAD_LETTER_CHANNEL:
+            return JSONResponse({"error": events[0].data["reason"]}, 400)
+        return JSONResponse({"committed": len(events)}, 200)
 
     @router.post("/writeback", openapi_extra=_WRITEBACK_BODY)
     async def writeback(request: Request) -> Response:
@@ -111,9 +105,9 @@ def fiware_router(
         if len(raw) > settings.max_body_bytes:
             return _refuse(pipeline, f"body exceeds {settings.max_body_bytes} bytes", 413)
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            return _refuse(pipeline, f"body is not JSON: {exc}", 400)
+            body = loads(raw, what="body")
+        except Rejected as exc:
+            return _refuse(pipeline, exc.reason, 400)
         entities = body.get("entities") if isinstance(body, dict) else body
         if not isinstance(entities, list) or not all(
             isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities

@@ -23,12 +23,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from common.normalize import Rejected, parse_time
+from common.normalize import parse_time
 
 __all__ = [
     "GEOJSON_TYPES",
-    "MAX_DEPTH",
-    "check_depth",
     "entity_views",
     "flat",
     "is_geojson",
@@ -50,19 +48,6 @@ GEOJSON_TYPES = frozenset(
     }
 )
 _GEO_ATTRIBUTE_TYPES = frozenset({"GeoProperty", "geo:json"})
-
-
-def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
-    """Raise :class:`Rejected` when ``value`` nests deeper than ``limit`` (iteratively)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            raise Rejected(f"notification nests deeper than {limit} levels")
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
 
 
 def is_geojson(value: Any) -> bool:

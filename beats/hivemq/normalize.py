@@ -5,7 +5,10 @@ Shape of a ``beats.hivemq.message`` event:
 * ``subject`` and ``partitionkey``: the MQTT topic; ``time``: when the beat received it (MQTT
   has no timestamp of its own);
 * the payload, losslessly: JSON stays JSON in ``data``; other UTF-8 text is a string;
-  anything else is ``data_base64``; ``datacontenttype`` is the MQTT 5 content type when given;
+  anything else is ``data_base64``; ``datacontenttype`` is the MQTT 5 content type when given.
+  JSON that JSON cannot carry back out (a lone surrogate such as ``"\ud800"``, a number beyond
+  a double such as ``1e400``, nesting deeper than 64 levels: :mod:`common.jsonsafe`) is kept
+  byte for byte in ``data_base64``, with the reason in the ``datanote`` extension;
 * MQTT metadata as extensions: ``mqttqos``, ``mqttretain`` and, for MQTT 5, ``mqttresponsetopic``,
   ``mqttcorrelationdata`` (base64), ``mqttmessageexpiry``, ``mqttpayloadformat``,
   ``mqttsubscriptionid`` and ``mqttuserproperties`` (a JSON list of ``[name, value]`` pairs,
@@ -106,17 +109,8 @@ def _payload(
             payload.decode("utf-8")
         except UnicodeDecodeError:
             raise Rejected("payload format indicator says UTF-8 but the payload is not") from None
-    if content_type is not None and "json" in content_type and not _is_json(payload):
-        raise Rejected(f"content type {content_type} but the payload is not valid JSON")
-    return payload_to_data(payload, content_type)
-
-
-def _is_json(payload: bytes) -> bool:
-    try:
-        json.loads(payload)
-    except ValueError:
-        return False
-    return True
+    declared_json = content_type is not None and "json" in content_type
+    return payload_to_data(payload, content_type, require_json=declared_json)
 
 
 def _property_extensions(props: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from beats.hivemq.settings import HivemqSettings
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
 from common.logs import redact_url
-from common.normalize import Rejected
 from common.pipeline import Pipeline
 from common.supervise import Backoff
 
@@ -122,18 +121,17 @@ class MqttSource:
             received_at=datetime.now(UTC),
             properties=properties_from_paho(message.properties),
         )
-        try:
-            (event,) = normalize(
+        (event,) = pipeline.guarded(
+            lambda: normalize(
                 raw,
                 source=self.uri,
                 channel=channel_for(raw.topic, self._channels),
                 max_payload=self.settings.max_payload_bytes,
-            )
-        except Rejected as rejected:
-            context = {"topic": raw.topic, "qos": raw.qos, "retain": raw.retain}
-            return pipeline.rejected(
-                raw=raw.payload, reason=rejected.reason, source=self.uri, context=context
-            )
+            ),
+            raw=raw.payload,
+            source=self.uri,
+            context={"topic": raw.topic, "qos": raw.qos, "retain": raw.retain},
+        )
         return event
 
     def _ack(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -47,13 +46,15 @@ import jsonpatch
 
 from beats.opencti.frames import CONTROL_KINDS, DATA_KINDS, Frame
 from beats.opencti.stix import OCTI_EXTENSION, channel_for, highest_tlp
+from common import jsonsafe
 from common.envelope import CloudEvent, new_event
+from common.jsonsafe import loads
 from common.normalize import Rejected, parse_time
 
 __all__ = ["CONTROL_KINDS", "DATA_KINDS", "MAX_DEPTH", "Frame", "event_id", "normalize"]
 
-MAX_DEPTH = 64
-"""Deeper JSON is rejected: no STIX object nests that far, and it guards the recursion."""
+MAX_DEPTH = jsonsafe.MAX_DEPTH
+"""Deeper JSON is rejected (:mod:`common.jsonsafe`): no STIX object nests that far."""
 
 _BAD_PATCH = (TypeError, KeyError, IndexError, ValueError, AttributeError, RecursionError)
 _LIFTED = (
@@ -121,14 +122,9 @@ def event_id(frame: Frame, stix_id: str) -> str:
 
 
 def _parse(text: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise Rejected(f"frame data is not JSON: {str(exc)[:200]}") from None
+    payload = loads(text, what="frame data")
     if not isinstance(payload, dict):
         raise Rejected("frame data is not a JSON object")
-    if _too_deep(payload, MAX_DEPTH):
-        raise Rejected(f"frame data nests deeper than {MAX_DEPTH} levels")
     stix = payload.get("data")
     if not isinstance(stix, dict):
         raise Rejected("frame has no STIX object in 'data'")
@@ -136,16 +132,6 @@ def _parse(text: str) -> dict[str, Any]:
         if not isinstance(stix.get(key), str) or not stix[key]:
             raise Rejected(f"the STIX object has no string '{key}'")
     return payload
-
-
-def _too_deep(value: Any, budget: int) -> bool:
-    if budget <= 0:
-        return isinstance(value, dict | list)
-    if isinstance(value, dict):
-        return any(_too_deep(item, budget - 1) for item in value.values())
-    if isinstance(value, list):
-        return any(_too_deep(item, budget - 1) for item in value)
-    return False
 
 
 def _list(value: Any) -> list[Any]:

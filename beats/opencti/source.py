@@ -34,7 +34,6 @@ from beats.opencti.settings import OpenctiSettings
 from beats.opencti.stix import tlp_of_marking
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
-from common.normalize import Rejected
 from common.pipeline import Pipeline
 from common.supervise import Backoff
 
@@ -135,20 +134,16 @@ class OpenctiSource:
                 raise ConnectionError("a commit failed; resuming from the last saved position")
 
     def _submit(self, frame: Frame, pipeline: Pipeline, cursor: str | None) -> _Commit:
-        events: list[CloudEvent]
         if frame.kind != "heartbeat":
             pipeline.received()
-        try:
-            events = normalize(
+        events = pipeline.guarded(
+            lambda: normalize(
                 frame, source=self.url, channels=self.channels, markings=self.markings
-            )
-        except Rejected as rejected:
-            context = {"kind": frame.kind, "stream_id": frame.id}
-            events = [
-                pipeline.rejected(
-                    raw=frame.data, reason=rejected.reason, source=self.url, context=context
-                )
-            ]
+            ),
+            raw=frame.data,
+            source=self.url,
+            context={"kind": frame.kind, "stream_id": frame.id},
+        )
         for event in events:
             self._learn_marking(event)
         future = pipeline.submit(events, cursor=(CURSOR, cursor) if cursor else None)

@@ -240,7 +240,7 @@ def test_a_batch_of_entities_gives_one_event_each() -> None:
         (b'{"data": [{"id": ""}]}', {}, "no string 'id'"),
         (b'{"data": [5]}', {"Ngsiv2-AttrsFormat": "normalized"}, "no string 'id'"),
         (b'{"data": [{"id": "E"}]}', {"Ngsiv2-AttrsFormat": "values"}, "lists of values"),
-        (b"[" * 5000 + b"]" * 5000, {}, "not JSON"),
+        (b"[" * 5000 + b"]" * 5000, {}, "deeper than"),
         (b'{"data":' + b"[" * 150 + b"]" * 150 + b"}", {}, "deeper than"),
     ],
 )
