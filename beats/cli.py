@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
+from common.errors import find_startup_error
 from common.logs import configure_logging
 from common.service import install_signal_handlers
 
@@ -30,10 +31,11 @@ class Command:
     module: str
     settings: str
     summary: str
+    entry: str = "main"
 
     def load(self) -> tuple[type[BaseSettings], Callable[..., Awaitable[None]]]:
         module = importlib.import_module(self.module)
-        return getattr(module, self.settings), module.main
+        return getattr(module, self.settings), getattr(module, self.entry)
 
 
 RUN = {
@@ -55,6 +57,14 @@ SIMULATE = {
     ),
     "city": Command("beats.fiware.simulator", "CitySettings", "rooms, parking spots → Orion"),
 }
+LOG = {
+    action: Command("common.logtool", "LogToolSettings", summary, f"main_{action}")
+    for action, summary in (
+        ("info", "what a beat's event log holds"),
+        ("check", "check a beat's event log"),
+        ("repair", "copy what is readable of a damaged log"),
+    )
+}
 DEMO = Command("beats.demo", "DemoSettings", "everything on one machine")
 TAIL = Command("common.client", "TailSettings", "print a live feed: beats tail URL")
 
@@ -66,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "and Kafka. Options of each command: beats <command> <name> --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, table in (("run", RUN), ("emulate", EMULATE), ("simulate", SIMULATE)):
+    for name, table in (("run", RUN), ("emulate", EMULATE), ("simulate", SIMULATE), ("log", LOG)):
         choices = ", ".join(f"{key} ({cmd.summary})" for key, cmd in table.items())
         p = sub.add_parser(name, help=f"{name} one of: {choices}", add_help=False)
         p.add_argument("name", choices=sorted(table))
@@ -83,7 +93,7 @@ def _split(argv: Sequence[str]) -> tuple[Command, str, list[str]]:
     command = argv[0]
     if command in ("demo", "tail"):
         return (DEMO if command == "demo" else TAIL), f"beats {command}", list(argv[1:])
-    table = {"run": RUN, "emulate": EMULATE, "simulate": SIMULATE}.get(command)
+    table = {"run": RUN, "emulate": EMULATE, "simulate": SIMULATE, "log": LOG}.get(command)
     if table is None or len(argv) < 2 or argv[1] not in table:
         parser.parse_args(list(argv[:2]))  # prints the usage error and exits
         raise SystemExit(2)
@@ -99,7 +109,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{prog}: invalid options:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(getattr(settings, "log_level", "info"), json_format=_json_logs(settings))
-    asyncio.run(_run(entry, settings))
+    try:
+        asyncio.run(_run(entry, settings))
+    except BaseException as exc:
+        error = find_startup_error(exc)
+        if error is None:
+            raise
+        print(f"{prog}: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
 
 
 def _json_logs(settings: Any) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.envelope import CloudEvent
+from common.errors import StartupError
 from common.highwater import (
     RESERVE,
     Mark,
@@ -61,8 +62,10 @@ _MAX_RANGES = 100
 _MARK_EVERY = 1.0
 
 
-class LogDamaged(RuntimeError):
+class LogDamaged(StartupError):
     """The database cannot be used as it is; the message says what and what to do."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True, slots=True)

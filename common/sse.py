@@ -91,7 +91,7 @@ def _gap_check(log: EventLog, requested: int) -> tuple[int, str | None]:
     if requested > log.head:
         return log.purged_through, "ahead-of-log"
     for gap in log.ranges:
-        if gap.covers(requested):
+        if gap.covers(requested) and requested < gap.high:
             return gap.high, "lost"
     if requested < log.purged_through:
         return log.purged_through, "expired"
