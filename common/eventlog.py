@@ -201,7 +201,7 @@ class EventLog:
 
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            batch = [await self._next()]
             count = len(batch[0].events)
             while not self._queue.empty() and count < self.max_batch:
                 item = self._queue.get_nowait()
@@ -212,6 +212,23 @@ class EventLog:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _next(self) -> _Pending:
+        """The next submission; while waiting, the high-water mark catches up with the head
+        once the log has been idle for a second."""
+        while True:
+            if not self.db.mark_behind:
+                return await self._queue.get()
+            try:
+                return await asyncio.wait_for(self._queue.get(), 1.0)
+            except TimeoutError:
+                loop = asyncio.get_running_loop()
+                try:
+                    await loop.run_in_executor(self._writer_pool, self.db.refresh_mark)
+                except OSError:
+                    _log.exception("event log %s: the high-water mark cannot be written",
+                                   self.path)  # fmt: skip
+                    return await self._queue.get()
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """One group commit; whatever it raises fails this batch only (see the contract)."""

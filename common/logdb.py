@@ -191,7 +191,9 @@ class LogDatabase:
             conn.executescript(_SCHEMA)
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
             (max_seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # read-only, cannot open, I/O error, full
+            raise LogDamaged(self._unusable(str(exc))) from None
+        except sqlite3.DatabaseError as exc:  # corrupt, not a database
             raise LogDamaged(self._damaged(str(exc))) from None
         db_head = max(int(meta.get("high_water", 0)), int(max_seq))
         self.purged_through = int(meta.get("purged_through", 0))
@@ -218,6 +220,12 @@ class LogDatabase:
             f"`beats log repair --data-dir {self.path.parent}` keeps what is readable"
         )
 
+    def _unusable(self, detail: str) -> str:
+        return (
+            f"the event log {self.path} cannot be opened for writing ({detail}); check that "
+            f"{self.path.parent} is writable, has free space and is not used by another process"
+        )
+
     def _start(self, conn: sqlite3.Connection, recovery: Recovery) -> None:
         self.recovery = recovery
         self.head = recovery.head
@@ -234,13 +242,11 @@ class LogDatabase:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise LogDamaged(f"the event log {self.path} cannot be written: {exc}") from None
+            raise LogDamaged(self._unusable(str(exc))) from None
         try:
             self._write_mark(self.head, self.head + RESERVE, clean=False)
         except OSError as exc:
-            raise LogDamaged(
-                f"the high-water mark {self.mark_path} cannot be written: {exc}"
-            ) from None
+            raise LogDamaged(self._unusable(f"its high-water mark: {exc}")) from None
 
     def _ranges_json(self) -> str:
         return json.dumps([[r.low, r.high, r.kind] for r in self.ranges])
@@ -278,10 +284,21 @@ class LogDatabase:
         self.head = head
         return results
 
+    @property
+    def mark_behind(self) -> bool:
+        """Whether the mark's ``committed`` is behind the head (see :meth:`refresh_mark`)."""
+        return self.head > self._mark.committed
+
+    def refresh_mark(self) -> None:
+        """Record the head as ``committed`` in the mark (the writer does it at most once a
+        second while committing, and once the log goes idle)."""
+        if self.mark_behind:
+            self._write_mark(self.head, self._mark.reserved, clean=False)
+
     def after_commit(self, retention_count: int | None, retention_age: float | None) -> None:
         """Between commits: keep the mark's ``committed`` recent, apply retention."""
-        if self.head > self._mark.committed and time.monotonic() - self._marked_at > _MARK_EVERY:
-            self._write_mark(self.head, self._mark.reserved, clean=False)
+        if time.monotonic() - self._marked_at > _MARK_EVERY:
+            self.refresh_mark()
         now = time.time()
         if now - self.last_retention >= 1.0:
             self.last_retention = now

@@ -197,6 +197,8 @@ def _salvage(
             rows = src.execute(
                 "SELECT * FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (low, high)
             ).fetchall()
+            if not all(map(_intact, rows)):
+                raise sqlite3.DatabaseError("a row's content is damaged")
         except sqlite3.DatabaseError:
             rows = list(_one_by_one(src, low, high, unreadable))
         dst.executemany(_INSERT, rows)
@@ -213,10 +215,21 @@ def _one_by_one(
         except sqlite3.DatabaseError:
             unreadable.append(seq)
             continue
-        if row is None:
+        if row is None or not _intact(row):
             unreadable.append(seq)
         else:
             yield row
+
+
+def _intact(row: tuple[Any, ...]) -> bool:
+    """Whether a salvaged row is what the log wrote: its body is the JSON of the event with
+    this id and sequence (a page cut short or zeroed reads back without an SQLite error)."""
+    seq, event_id, *_, body = row
+    try:
+        event = json.loads(bytes(body))
+    except (ValueError, TypeError):
+        return False
+    return isinstance(event, dict) and event.get("id") == event_id and event.get("sequence") == seq
 
 
 def _ranges(seqs: list[int]) -> list[tuple[int, int]]:

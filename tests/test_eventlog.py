@@ -4,16 +4,18 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from common.envelope import CloudEvent, new_event
-from common.eventlog import EventLog, LogUnavailable
+from common.eventlog import EventLog, LogDamaged, LogUnavailable
 
 
 def event(n: int, *, channel: str = "c", id: str | None = None) -> CloudEvent:
@@ -179,3 +181,145 @@ async def test_cursor_is_committed_with_the_events(tmp_path: Path) -> None:
         writer.execute("PRAGMA query_only=0")
         assert await log.get_cursor("stream") == "1700000000005-0"
         assert log.head == 1
+
+
+async def test_an_unexpected_failure_fails_its_batch_only_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    failures: list[str] = []
+    async with EventLog(tmp_path / "log.db", observe_failure=failures.append) as log:
+        commit = log.db.commit
+        calls = 0
+
+        def fail_once(batch: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug in the writer")
+            return commit(batch)
+
+        log.db.commit = fail_once  # type: ignore[method-assign]
+        with pytest.raises(LogUnavailable, match="a bug in the writer"):
+            await log.append([event(1)])
+        assert (await log.check()) == (False, "commits fail: RuntimeError: a bug in the writer")
+        (stored,) = await log.append([event(2)])
+        assert stored is not None and stored.seq == 1
+        assert await log.check() == (True, "writable")
+    assert failures == ["unexpected"]
+
+
+async def test_a_failing_listener_is_counted_and_stops_nothing(tmp_path: Path) -> None:
+    failures: list[str] = []
+    seen: list[int] = []
+    async with EventLog(tmp_path / "log.db", observe_failure=failures.append) as log:
+
+        def broken(batch: Any) -> None:
+            raise ZeroDivisionError
+
+        log.add_listener(broken)
+        log.add_listener(lambda batch: seen.extend(s.seq for s in batch))
+        for n in range(3):
+            await log.append([event(n)])
+    assert seen == [1, 2, 3] and failures == ["listener"] * 3
+
+
+async def test_an_event_that_cannot_be_encoded_fails_its_own_submission_only(
+    tmp_path: Path,
+) -> None:
+    bad = new_event(beat="t", type="t", source="s", channel="c", partitionkey="k", data="\ud800")
+    async with EventLog(tmp_path / "log.db") as log:
+        rejected = log.submit([bad])
+        accepted = log.submit([event(1)])
+        with pytest.raises(ValueError, match="cannot be encoded"):
+            await rejected
+        (stored,) = await accepted
+        assert stored is not None and stored.seq == 1
+
+
+async def test_readiness_probes_an_idle_log_and_reports_a_stuck_writer(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with EventLog(path) as log:
+        assert await log.check() == (True, "writable")  # a probe commit: nothing was written yet
+        head = log.head
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the writer now waits for the database
+        ok, detail = await log.check(max_age=0, timeout=0.5)
+        assert not ok and "no commit completed within 0.5s" in detail
+        lock.execute("ROLLBACK")
+        lock.close()
+        await log.check(max_age=0, timeout=10)
+        assert await log.check(max_age=0) == (True, "writable")
+        assert log.head == head  # probes issue no sequence
+    closed = await log.check()
+    assert closed == (False, "the event log is closed")
+
+
+async def test_a_zero_length_database_continues_above_its_mark_and_records_the_loss(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    async with EventLog(path) as log:
+        await log.append([event(n) for n in range(30)])
+    path.write_bytes(b"")
+    async with EventLog(path) as log:
+        assert log.recovery is not None and log.recovery.kind == "lost"
+        assert log.head == 30 and [(r.low, r.high, r.kind) for r in log.ranges] == [(0, 30, "lost")]
+        (stored,) = await log.append([event(99)])
+        assert stored is not None and stored.seq == 31
+    async with EventLog(path) as log:  # the range is remembered, the stop was clean
+        assert log.recovery is not None and log.recovery.kind is None
+        assert [(r.low, r.high) for r in log.ranges] == [(0, 30)]
+
+
+def test_a_lost_wal_never_makes_the_log_reuse_a_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    acknowledged = 0
+    while acknowledged < 500:
+        acknowledged = int(process.stdout.readline())
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    acknowledged = max([acknowledged, *map(int, process.stdout.read().split())])
+    for extra in ("-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+
+    async def check() -> None:
+        async with EventLog(path) as log:
+            # lost (the database is behind the mark's last "committed") or skipped (the mark
+            # was refreshed before the WAL's last checkpoint): either way, nothing is reused
+            assert log.recovery is not None and log.recovery.kind in ("lost", "skipped")
+            assert log.head > acknowledged
+            (stored,) = await log.append([event(1)])
+            assert stored is not None and stored.seq > acknowledged
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "header"])
+async def test_a_damaged_database_is_refused_with_advice_and_left_untouched(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "log.db"
+    async with EventLog(path) as log:
+        for n in range(20):
+            await log.append([event(n * 100 + i) for i in range(100)])
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        if damage == "truncate":
+            file.truncate(size // 2)
+        elif damage == "overwrite":
+            file.seek(size // 2 // 4096 * 4096)
+            file.write(os.urandom(3 * 4096))
+        else:
+            file.write(b"not a database at all" * 5)
+    before = path.read_bytes()
+    with pytest.raises(LogDamaged, match=r"is damaged .*beats log check --data-dir"):
+        async with EventLog(path):
+            pass
+    assert path.read_bytes() == before
