@@ -11,7 +11,9 @@ counts them:
   gets 408 (if no response has started) and the connection is closed, counted as
   ``body_timeout``;
 * when the application answered before reading the whole body (413, 401...), the rest is read
-  and dropped, never buffered, up to ``discard_limit`` bytes; beyond, the connection is closed.
+  and dropped, never buffered, up to ``discard_limit`` bytes; beyond, the connection is closed;
+* at shutdown, a response still going halfway through uvicorn's graceful period (an SSE client
+  that stopped reading) is closed, so shutdown never waits on a client.
 
 A response being streamed (SSE) is not affected: the deadlines cover only what the client sends.
 Sizes are bounded by :mod:`common.bodies`. The listening socket is bound beforehand
@@ -109,6 +111,33 @@ class DeadlineProtocol(H11Protocol):
         self._cancel_head()
         self._cancel_body()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._responding():
+            grace = (self.config.timeout_graceful_shutdown or 2) / 2
+            self.loop.call_later(grace, self._abort_at_shutdown)
+
+    def _responding(self) -> bool:
+        return (
+            self.cycle is not None
+            and not self.cycle.response_complete
+            and not self.transport.is_closing()
+        )
+
+    def _abort_at_shutdown(self) -> None:
+        """A response still going halfway through the graceful shutdown (typically an SSE
+        client that stopped reading): close it, instead of uvicorn cancelling its task at the
+        end (a traceback per stream). Streaming clients resume with ``Last-Event-ID``."""
+        if self._responding():
+            _log.info(
+                "closed %s %s from %s at shutdown: its response was not finished%s",
+                self.scope["method"],
+                self.scope["path"],
+                self._peer(),
+                " (the client is not reading)" if self.flow.write_paused else "",
+            )
+            self.transport.abort()
 
     def _answered_early(self) -> bool:
         """The response is complete while the request's body is still coming."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,10 @@ class ServiceProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, ready: bool = True, timeout: float = 20.0) -> None:
+    def start(
+        self, *, ready: bool = True, timeout: float = 20.0, until: Callable[[], bool] | None = None
+    ) -> None:
+        """Start and wait for ``/readyz`` (``ready``), else ``/healthz``, or for ``until()``."""
         out = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "beats", *self.args, "--port", str(self.port)],
@@ -44,11 +48,15 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.base + path, timeout=1).status_code == 200:
+            if until is not None:
+                if until():
                     return
-            except httpx.TransportError:
-                pass
+            else:
+                try:
+                    if httpx.get(self.base + path, timeout=1).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
             time.sleep(0.1)
         raise RuntimeError(f"service not {path} after {timeout}s: {self.log.read_text()[-2000:]}")
 
