@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -142,6 +143,10 @@ class BodyLimit:
 def limit_bodies(
     app: Any, *, max_bytes: int, on_rejected: Callable[[str], None] = lambda reason: None
 ) -> None:
-    """Install :class:`BodyLimit` on a Starlette/FastAPI ``app`` (before it serves). It sits
-    inside Starlette's error middleware, so the exceptions it ends are never logged as errors."""
-    app.add_middleware(BodyLimit, max_bytes=max_bytes, on_rejected=on_rejected)
+    """Install :class:`BodyLimit` on a Starlette/FastAPI ``app`` (before it serves), innermost of
+    its middleware, right around the routes: its 413 is raised where the exception handlers turn
+    it into a response (not in the task of a ``BaseHTTPMiddleware`` reading ahead), and the
+    ``ClientDisconnect`` it ends never reaches the error middleware that logs a traceback."""
+    if app.middleware_stack is not None:
+        raise RuntimeError("limit_bodies() must be called before the app serves")
+    app.user_middleware.append(Middleware(BodyLimit, max_bytes=max_bytes, on_rejected=on_rejected))

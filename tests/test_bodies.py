@@ -262,3 +262,25 @@ def test_clients_leaving_requests_without_a_body_are_not_counted(fiware: Service
     time.sleep(0.5)
     assert rejected(fiware.base, "disconnected") == counted
     assert fiware.output().splitlines()[lines:] == []
+
+
+def test_an_emulator_bounds_bodies_too(tmp_path: Path) -> None:
+    """The emulators take bodies (entity updates, messages, admin events): 16 MiB at most."""
+    emulator = ServiceProcess(["emulate", "orion"], port=free_port(), log=tmp_path / "orion.log")
+    emulator.start(ready=False)
+    try:
+        client = RawClient(emulator.port)
+        client.send(
+            head("POST", "/v2/op/update", **{"Content-Type": "application/json"}, **CHUNKED)
+        )
+        piece, sent = chunk(b" " * 65536), 0
+        while sent < 256 * MiB and client.send(piece):
+            sent += 65536
+        assert client.status() == 413
+        assert sent < 96 * MiB, f"{sent} bytes were taken in"
+        client.close()
+        assert httpx.get(f"{emulator.base}/version", timeout=5).status_code == 200
+    finally:
+        emulator.send(signal.SIGTERM)
+        assert emulator.wait(15) == 0
+    assert "Traceback" not in emulator.output()
