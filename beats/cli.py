@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,11 +18,15 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, CliApp
 
-from common.errors import find_startup_error
+from common.lifecycle import Stopper, fatal_in
 from common.logs import configure_logging
-from common.service import install_signal_handlers
 
 __all__ = ["main"]
+
+_log = logging.getLogger("beats")
+
+WATCHDOG_MARGIN = 5.0
+"""Seconds the watchdog adds to ``--shutdown-timeout`` (10 s for commands without it)."""
 
 
 @dataclass(frozen=True)
@@ -109,21 +114,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{prog}: invalid options:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(getattr(settings, "log_level", "info"), json_format=_json_logs(settings))
+    grace = float(getattr(settings, "shutdown_timeout", 10.0)) + WATCHDOG_MARGIN
     try:
-        asyncio.run(_run(entry, settings))
-    except BaseException as exc:
-        error = find_startup_error(exc)
-        if error is None:
+        asyncio.run(_run(entry, settings, grace))
+    except Exception as exc:
+        fatal = fatal_in(exc)
+        if fatal is None:
             raise
-        print(f"{prog}: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
+        _log.error("%s", fatal)
+        raise SystemExit(fatal.exit_code) from None
 
 
 def _json_logs(settings: Any) -> bool:
     return bool(getattr(settings, "log_json", False))
 
 
-async def _run(entry: Callable[..., Awaitable[None]], settings: BaseSettings) -> None:
+async def _run(entry: Callable[..., Awaitable[None]], settings: BaseSettings, grace: float) -> None:
+    """Run the command until it ends or a signal stops it (:class:`~common.lifecycle.Stopper`:
+    a second signal, or a shutdown overrunning ``grace`` seconds, ends the process)."""
+    loop = asyncio.get_running_loop()
     shutdown = asyncio.Event()
-    install_signal_handlers(shutdown)
-    await entry(settings, shutdown)
+
+    def stopping(signal_name: str) -> None:
+        _log.info("%s received: stopping (a second signal exits at once)", signal_name)
+        shutdown.set()
+
+    def request_stop(signal_name: str) -> None:
+        loop.call_soon_threadsafe(stopping, signal_name)
+
+    stopper = Stopper(request_stop, grace=grace)
+    stopper.install()
+    try:
+        await entry(settings, shutdown)
+    finally:
+        stopper.arm("the command ended")  # what asyncio and the interpreter do next is bounded

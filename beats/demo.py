@@ -6,23 +6,29 @@ relationships and reports) with the OpenCTI beat; the Ditto emulator (connected 
 Ditto beat; the Orion emulator (rooms and parking spots) with the FIWARE beat; and the gateway
 (port 8080) in front of the four beats, with its live dashboard. Then prints what to open. Kafka
 publishing is on when ``--kafka-bootstrap`` is given. Ctrl-C stops everything gracefully.
+
+Every port is bound before anything starts: one that cannot be had stops the demo with one line
+naming it and its option, before a broker, an emulator or a beat ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from beats.ditto.emulator import EmulatorSettings as DittoEmulatorSettings
-from beats.ditto.emulator import main as emulate_ditto
+from beats.ditto.emulator import serve as serve_ditto_emulator
 from beats.ditto.service import build as build_ditto
 from beats.ditto.settings import DittoSettings
 from beats.fiware.emulator import EmulatorSettings as OrionEmulatorSettings
-from beats.fiware.emulator import main as emulate_orion
+from beats.fiware.emulator import serve as serve_orion_emulator
 from beats.fiware.service import build as build_fiware
 from beats.fiware.settings import FiwareSettings
 from beats.hivemq.emulator import embedded_broker
@@ -31,9 +37,10 @@ from beats.hivemq.settings import HivemqSettings
 from beats.hivemq.simulator import SimulatorSettings
 from beats.hivemq.simulator import main as simulate
 from beats.opencti.emulator import EmulatorSettings as OpenctiEmulatorSettings
-from beats.opencti.emulator import main as emulate_opencti
+from beats.opencti.emulator import serve as serve_opencti_emulator
 from beats.opencti.service import build as build_opencti
 from beats.opencti.settings import OpenctiSettings
+from common.lifecycle import listen, run_until
 from common.service import Beat
 from common.settings import CommandSettings
 from gateway.service import Gateway
@@ -72,7 +79,33 @@ class DemoSettings(CommandSettings):
     ring_size: int = Field(
         10_000, ge=0, description="Recent events the gateway keeps per stream for replays."
     )
+    shutdown_timeout: float = Field(
+        10.0, description="Seconds each service's graceful shutdown may take (they stop together)."
+    )
     log_level: str = Field("info", description="Log level.")
+
+
+_LISTENERS = [  # (port option, who listens on it), in the order they are bound
+    ("mqtt_port", "MQTT broker"),
+    ("opencti_emulator_port", "opencti emulator"),
+    ("ditto_emulator_port", "ditto emulator"),
+    ("orion_emulator_port", "orion emulator"),
+    ("hivemq_port", "hivemq beat"),
+    ("opencti_port", "opencti beat"),
+    ("ditto_port", "ditto beat"),
+    ("fiware_port", "fiware beat"),
+    ("gateway_port", "gateway"),
+]
+
+
+def _listen_all(settings: DemoSettings, stack: contextlib.ExitStack) -> dict[str, socket.socket]:
+    """Every listening socket of the demo (closed with ``stack``), or :class:`CannotListen`."""
+    sockets: dict[str, socket.socket] = {}
+    for field, who in _LISTENERS:
+        option = "--" + field.replace("_", "-")
+        sock = listen(settings.host, getattr(settings, field), who=who, option=option)
+        sockets[field] = stack.enter_context(contextlib.closing(sock))
+    return sockets
 
 
 def _banner(settings: DemoSettings) -> str:
@@ -106,54 +139,81 @@ def _banner(settings: DemoSettings) -> str:
 
 
 async def main(settings: DemoSettings, shutdown: asyncio.Event) -> None:
-    async with embedded_broker(host=settings.host, port=settings.mqtt_port) as mqtt_url:
-        hivemq = build_hivemq(
-            HivemqSettings(
-                host=settings.host,
-                port=settings.hivemq_port,
-                data_dir=settings.data_dir / "hivemq",
-                mqtt_url=mqtt_url,
-                mqtt_version="3.1.1",
-                mqtt_topic=["city/#"],
-                mqtt_client_id="works-beats-demo",
-                **_kafka(settings),
-            )
-        )
-        simulator = SimulatorSettings(
-            mqtt_url=mqtt_url,
-            stations=settings.stations,
-            rate=settings.rate,
-            outlier_rate=settings.outlier_rate,
-        )
+    with contextlib.ExitStack() as stack:
+        sockets = _listen_all(settings, stack)  # CannotListen before anything started
+        await _run(settings, shutdown, sockets)
+
+
+async def _run(
+    settings: DemoSettings, shutdown: asyncio.Event, sockets: dict[str, socket.socket]
+) -> None:
+    host = settings.host
+    async with embedded_broker(
+        host=host, port=settings.mqtt_port, sock=sockets["mqtt_port"]
+    ) as url:
+        hivemq = _hivemq(settings, url)
         opencti, ditto, fiware = _opencti(settings), _ditto(settings), _fiware(settings)
-        gateway = _gateway(settings)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(hivemq.serve(shutdown), name="demo:hivemq")
-            tasks.create_task(
-                emulate_opencti(_opencti_emulator(settings), shutdown), name="demo:opencti-emulator"
-            )
-            tasks.create_task(opencti.serve(shutdown), name="demo:opencti")
-            tasks.create_task(
-                emulate_ditto(_ditto_emulator(settings), shutdown), name="demo:ditto-emulator"
-            )
-            tasks.create_task(ditto.serve(shutdown), name="demo:ditto")
-            tasks.create_task(
-                emulate_orion(_orion_emulator(settings), shutdown), name="demo:orion-emulator"
-            )
-            tasks.create_task(fiware.serve(shutdown), name="demo:fiware")
+            _start_emulators(settings, shutdown, sockets, tasks)
+            for beat in (hivemq, opencti, ditto, fiware):
+                sock = sockets[f"{beat.name}_port"]
+                tasks.create_task(beat.serve(shutdown, sock=sock), name=f"demo:{beat.name}")
             await _until_ready(hivemq, shutdown)
-            tasks.create_task(simulate(simulator, shutdown), name="demo:simulator")
-            await _until_ready(opencti, shutdown)
-            await _until_ready(ditto, shutdown)
-            await _until_ready(fiware, shutdown)
-            tasks.create_task(gateway.serve(shutdown), name="demo:gateway")
+            tasks.create_task(simulate(_simulator(settings, url), shutdown), name="demo:simulator")
+            for beat in (opencti, ditto, fiware):
+                await _until_ready(beat, shutdown)
+            gateway = _gateway(settings).serve(shutdown, sock=sockets["gateway_port"])
+            tasks.create_task(gateway, name="demo:gateway")
             print(_banner(settings), flush=True)
 
 
-def _kafka(settings: DemoSettings) -> dict[str, Any]:
+def _start_emulators(
+    settings: DemoSettings,
+    shutdown: asyncio.Event,
+    sockets: dict[str, socket.socket],
+    tasks: asyncio.TaskGroup,
+) -> None:
+    emulators: list[tuple[str, Callable[..., Coroutine[Any, Any, None]], CommandSettings]] = [
+        ("opencti", serve_opencti_emulator, _opencti_emulator(settings)),
+        ("ditto", serve_ditto_emulator, _ditto_emulator(settings)),
+        ("orion", serve_orion_emulator, _orion_emulator(settings)),
+    ]
+    for name, serve, options in emulators:
+        sock = sockets[f"{name}_emulator_port"]
+        work = serve(sock=sock, **options.model_dump(exclude={"log_level"}))
+        label = f"demo:{name}-emulator"
+        tasks.create_task(run_until(shutdown, work, name=label), name=label)
+
+
+def _hivemq(settings: DemoSettings, mqtt_url: str) -> Beat:
+    return build_hivemq(
+        HivemqSettings(
+            host=settings.host,
+            port=settings.hivemq_port,
+            data_dir=settings.data_dir / "hivemq",
+            mqtt_url=mqtt_url,
+            mqtt_version="3.1.1",
+            mqtt_topic=["city/#"],
+            mqtt_client_id="works-beats-demo",
+            **_common(settings),
+        )
+    )
+
+
+def _simulator(settings: DemoSettings, mqtt_url: str) -> SimulatorSettings:
+    return SimulatorSettings(
+        mqtt_url=mqtt_url,
+        stations=settings.stations,
+        rate=settings.rate,
+        outlier_rate=settings.outlier_rate,
+    )
+
+
+def _common(settings: DemoSettings) -> dict[str, Any]:
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
         "kafka_idempotence": settings.kafka_idempotence,
+        "shutdown_timeout": settings.shutdown_timeout,
     }
 
 
@@ -194,7 +254,7 @@ def _fiware(settings: DemoSettings) -> Beat:
             orion_url=f"http://{settings.host}:{settings.orion_emulator_port}",
             notify_url=f"{base}/notify",
             subscription_check_interval=5.0,
-            **_kafka(settings),
+            **_common(settings),
         )
     )
 
@@ -218,7 +278,7 @@ def _ditto(settings: DemoSettings) -> Beat:
             ditto_username="ditto",
             ditto_password="ditto",
             namespaces=["org.works.cars"],
-            **_kafka(settings),
+            **_common(settings),
         )
     )
 
@@ -242,7 +302,7 @@ def _opencti(settings: DemoSettings) -> Beat:
             opencti_url=f"http://{settings.host}:{settings.opencti_emulator_port}",
             opencti_token=_DEMO_TOKEN,
             opencti_start="0",
-            **_kafka(settings),
+            **_common(settings),
         )
     )
 

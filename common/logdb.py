@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.envelope import CloudEvent
-from common.errors import StartupError
 from common.highwater import (
     RESERVE,
     Mark,
@@ -34,6 +33,7 @@ from common.highwater import (
     recover,
     write_mark,
 )
+from common.lifecycle import EXIT_LOG_UNUSABLE, Fatal
 
 __all__ = ["Encoded", "GapRange", "LogDamaged", "LogDatabase", "StoredEvent", "integrity"]
 
@@ -62,10 +62,10 @@ _MAX_RANGES = 100
 _MARK_EVERY = 1.0
 
 
-class LogDamaged(StartupError):
+class LogDamaged(Fatal):
     """The database cannot be used as it is; the message says what and what to do."""
 
-    exit_code = 3
+    exit_code = EXIT_LOG_UNUSABLE
 
 
 @dataclass(frozen=True, slots=True)

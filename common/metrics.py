@@ -123,6 +123,14 @@ class Metrics:
             "Connections closed for not sending a complete request head in time",
             registry=r,
         )
+        self.http_rejected = Counter(
+            "beats_http_rejected",
+            "Requests refused or aborted while sending their body, by reason: too_large (413), "
+            "body_timeout (408, body not complete in --http-body-timeout), "
+            "disconnected (the client went away mid-body)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,10 @@
 :class:`Beat` wires the kernel together the same way for every beat; a beat only brings its
 :class:`~common.pipeline.Source` (and optional extra routes, such as FIWARE's ``/notify``).
 
+The HTTP port is bound first, before the log is opened or the source started: a port that
+cannot be had ends :meth:`Beat.serve` with :class:`~common.lifecycle.CannotListen` before
+anything was consumed.
+
 Shutdown (SIGTERM/SIGINT, or :meth:`Beat.serve`'s ``shutdown`` event) is graceful and bounded by
 ``shutdown_timeout``: the source is stopped first (no new input, nothing unacknowledged is
 lost), queued commits are written, SSE streams are closed (clients resume with
@@ -14,33 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Generator, Sequence
+import socket
+from collections.abc import Sequence
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from common.bodies import limit_bodies
 from common.eventlog import EventLog
-from common.http import server_config
+from common.http import UvicornServer, serve_http, server_config
 from common.hub import Hub
 from common.kafka import KafkaForwarder
+from common.lifecycle import listen
 from common.metrics import Metrics
 from common.pipeline import Pipeline, Readiness, Source
 from common.routes import beat_router
 from common.settings import BeatSettings
 from common.supervise import supervise
 
-__all__ = ["Beat", "UvicornServer", "install_signal_handlers", "wait_shutdown"]
+__all__ = ["Beat", "UvicornServer", "wait_shutdown"]
 
 _log = logging.getLogger(__name__)
-
-
-class UvicornServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the caller (several run in one process)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class Beat:
@@ -52,7 +50,10 @@ class Beat:
         source: Source,
         routers: Sequence[APIRouter] = (),
         description: str = "",
+        max_body_bytes: int | None = None,
     ) -> None:
+        """``max_body_bytes``: the largest request body any route reads (default
+        ``--http-max-body-bytes``; FIWARE's ``/notify`` has its own bound)."""
         self.name = name
         self.settings = settings
         self.source = source
@@ -81,25 +82,49 @@ class Beat:
         self.app.include_router(beat_router(self))
         for router in routers:
             self.app.include_router(router)
+        limit_bodies(
+            self.app,
+            max_bytes=max(settings.http_max_body_bytes, max_body_bytes or 0),
+            on_rejected=self._http_rejected,
+        )
 
-    async def serve(self, shutdown: asyncio.Event) -> None:
-        """Run until ``shutdown`` is set, then stop gracefully (see the module docstring)."""
+    def _http_rejected(self, reason: str) -> None:
+        self.metrics.http_rejected.labels(reason).inc()
+
+    def listen(self) -> socket.socket:
+        """The beat's listening socket (:class:`~common.lifecycle.CannotListen` if not)."""
+        return listen(self.settings.host, self.settings.port, who=f"{self.name} beat")
+
+    async def serve(self, shutdown: asyncio.Event, *, sock: socket.socket | None = None) -> None:
+        """Run until ``shutdown`` is set, then stop gracefully (see the module docstring).
+        ``sock``: the listening socket, when the caller bound it (the demo binds every port
+        before it starts anything); by default the beat binds its own first."""
+        sock = sock or self.listen()
         config = server_config(
-            self.app, self.settings, on_head_timeout=self.metrics.http_head_timeouts.inc
+            self.app,
+            self.settings,
+            on_head_timeout=self.metrics.http_head_timeouts.inc,
+            on_rejected=self._http_rejected,
         )
         server = UvicornServer(config)
-        await self.log.open()
-        if self.log.recovery is not None and self.log.recovery.kind is not None:
-            self.metrics.log_recoveries.labels(self.log.recovery.kind).inc()
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                source = tasks.create_task(self._supervised_source(), name=f"{self.name}:source")
-                kafka = self._start_forwarder(tasks)
-                http = tasks.create_task(server.serve(), name=f"{self.name}:http")
-                await wait_shutdown(shutdown, http)
-                await self._stop(source, kafka, server, http)
-        finally:
-            await self.log.close()
+        with contextlib.closing(sock):
+            await self.log.open()
+            if self.log.recovery is not None and self.log.recovery.kind is not None:
+                self.metrics.log_recoveries.labels(self.log.recovery.kind).inc()
+            try:
+                await self._run(shutdown, server, sock)
+            finally:
+                await self.log.close()
+
+    async def _run(
+        self, shutdown: asyncio.Event, server: uvicorn.Server, sock: socket.socket
+    ) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            source = tasks.create_task(self._supervised_source(), name=f"{self.name}:source")
+            kafka = self._start_forwarder(tasks)
+            http = tasks.create_task(serve_http(server, sock), name=f"{self.name}:http")
+            await wait_shutdown(shutdown, http)
+            await self._stop(source, kafka, server, http)
 
     def _start_forwarder(self, tasks: asyncio.TaskGroup) -> asyncio.Task[None] | None:
         if self.forwarder is None:
@@ -154,10 +179,3 @@ async def wait_shutdown(shutdown: asyncio.Event, http: asyncio.Task[None]) -> No
         waiter.cancel()
     if http.done():
         http.result()
-
-
-def install_signal_handlers(shutdown: asyncio.Event) -> None:
-    """Set ``shutdown`` on SIGTERM or SIGINT."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, shutdown.set)

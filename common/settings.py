@@ -58,6 +58,18 @@ class ServiceSettings(CommandSettings):
         gt=0,
         description="Seconds a client has to send a complete request head (slowloris guard).",
     )
+    http_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has, once its request head is in, to send the whole body; "
+        "later it gets 408 and the connection is closed.",
+    )
+    http_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Largest request body, counted as it arrives (chunked included); "
+        "larger ones get 413.",
+    )
 
 
 class BeatSettings(ServiceSettings):

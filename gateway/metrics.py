@@ -56,6 +56,13 @@ class GatewayMetrics:
             "Connections closed for not sending a complete request head in time",
             registry=r,
         )
+        self.http_rejected = Counter(
+            p + "http_rejected",
+            "Requests refused or aborted while sending their body, by reason: too_large (413), "
+            "body_timeout (408), disconnected (the client went away mid-body)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any, cast
 
 import httpx
@@ -18,9 +19,11 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 
-from common.http import server_config
+from common.bodies import limit_bodies
+from common.http import UvicornServer, serve_http, server_config
+from common.lifecycle import listen
 from common.metrics import Metrics
-from common.service import UvicornServer, wait_shutdown
+from common.service import wait_shutdown
 from common.supervise import supervise
 from gateway.auth import Authenticator, Principal, describe, load_tokens
 from gateway.clients import ClientStream
@@ -79,7 +82,13 @@ class Gateway:
             )
         install_error_handlers(app, self)
         app.include_router(gateway_router(self))
+        limit_bodies(
+            app, max_bytes=self.settings.http_max_body_bytes, on_rejected=self._http_rejected
+        )
         return app
+
+    def _http_rejected(self, reason: str) -> None:
+        self.metrics.http_rejected.labels(reason).inc()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -152,8 +161,15 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def serve(self, shutdown: asyncio.Event) -> None:
-        """Run until ``shutdown`` is set, then stop gracefully (see the module docstring)."""
+    def listen(self) -> socket.socket:
+        """The gateway's listening socket (:class:`~common.lifecycle.CannotListen` if not)."""
+        return listen(self.settings.host, self.settings.port, who="gateway")
+
+    async def serve(self, shutdown: asyncio.Event, *, sock: socket.socket | None = None) -> None:
+        """Run until ``shutdown`` is set, then stop gracefully (see the module docstring).
+        ``sock``: the listening socket if the caller bound it, else the gateway binds its own
+        before it starts anything."""
+        sock = sock or self.listen()
         if self.auth.open:
             _log.warning(
                 "gateway: NO --tokens-file: the gateway is OPEN, anyone who can reach "
@@ -165,6 +181,7 @@ class Gateway:
             self.app,
             self.settings,
             on_head_timeout=self.metrics.http_head_timeouts.inc,
+            on_rejected=self._http_rejected,
             access_log=False,  # query strings may hold access_token
         )
         server = UvicornServer(config)
@@ -172,10 +189,11 @@ class Gateway:
             async with asyncio.TaskGroup() as tasks:
                 self.pool.start(tasks)
                 pollers = [self._start_poller(tasks, name) for name in self.beats]
-                http = tasks.create_task(server.serve(), name="gateway:http")
+                http = tasks.create_task(serve_http(server, sock), name="gateway:http")
                 await wait_shutdown(shutdown, http)
                 await self._stop(server, http, pollers)
         finally:
+            sock.close()
             await self.http.aclose()
 
     def _start_poller(self, tasks: asyncio.TaskGroup, name: str) -> asyncio.Task[None]:

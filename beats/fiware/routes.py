@@ -2,8 +2,9 @@
 
 ``/notify`` answers 2xx only after the notification's events are committed to the log, 503
 when they could not be (so the broker's failure counters mean something), 401 without the
-subscription's secret header (nothing is stored), 413 beyond ``max_body_bytes``, and 400 with the
-reason for malformed input, which is kept in the dead-letter channel.
+subscription's secret header (nothing is stored), 413 beyond ``max_body_bytes`` (declared or
+streamed: a chunked body is not read further than that), and 400 with the reason for malformed
+input, which is kept in the dead-letter channel.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from beats.fiware.normalize import Notification, normalize
 from beats.fiware.settings import FiwareSettings
 from beats.fiware.subscriptions import SECRET_HEADER, SubscriptionKeeper
+from common.bodies import BodyTooLarge, read_body
 from common.eventlog import LogUnavailable
 from common.jsonsafe import loads
 from common.normalize import Rejected
@@ -66,12 +68,10 @@ def fiware_router(
         given = request.headers.get(SECRET_HEADER, "")
         if not keeper.secret or not hmac.compare_digest(given.encode(), keeper.secret.encode()):
             return JSONResponse({"error": f"missing or wrong {SECRET_HEADER}"}, 401)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > settings.max_body_bytes:
-            return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": exc.detail}, 413)
         pipeline.received()
         notification = Notification(body, dict(request.headers))
         headers = {k: v for k, v in request.headers.items() if k.lower() != SECRET_HEADER.lower()}
@@ -101,9 +101,10 @@ def fiware_router(
                 401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            return _refuse(pipeline, f"body exceeds {settings.max_body_bytes} bytes", 413)
+        try:
+            raw = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            return _refuse(pipeline, exc.detail, 413)
         try:
             body = loads(raw, what="body")
         except Rejected as exc:

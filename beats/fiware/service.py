@@ -26,6 +26,7 @@ def build(settings: FiwareSettings) -> Beat:
         source=keeper,
         description="Orion (NGSI v2) and NGSI-LD notifications as CloudEvents "
         "(type beats.fiware.entity); POST /notify, POST /writeback.",
+        max_body_bytes=settings.max_body_bytes,
     )
     beat.app.include_router(fiware_router(settings, beat.pipeline, keeper))
     return beat

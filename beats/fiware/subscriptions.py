@@ -56,9 +56,9 @@ class SubscriptionKeeper:
         self._gauges: dict[str, Gauge] = {}
 
     async def run(self, pipeline: Pipeline) -> None:
+        pipeline.set_ready("subscriptions", False, "checking")  # before the first await
         self.secret = await load_secret(self.settings, pipeline.log)
         self._register_metrics(pipeline)
-        pipeline.set_ready("subscriptions", False, "checking")
         async with httpx.AsyncClient(base_url=self.settings.orion_url, timeout=10) as http:
             while True:
                 try:

@@ -14,6 +14,7 @@ callback is the same as aiomqtt's, kept here so that it can be removed and added
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiomqtt
@@ -39,6 +40,10 @@ class FlowControlledClient(aiomqtt.Client):
                 if hasattr(sock, "pending") and sock.pending() > 0:
                     continue
                 break
+        except asyncio.CancelledError:
+            # aiomqtt's on_disconnect raises this when the connection attempt was cancelled
+            # (a shutdown while connecting): nobody waits for this connection any more
+            return
         except Exception as exc:
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)

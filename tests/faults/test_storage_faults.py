@@ -1,7 +1,7 @@
 """Storage faults on a running beat (the HiveMQ beat as a real process, fed through Mosquitto):
 a zero-length database, a lost WAL, a truncated file, overwritten pages, a read-only disk.
 
-What each proves: the beat either refuses to start with one clear line and exit status 3 (and
+What each proves: the beat either refuses to start with one clear line and exit status 5 (and
 ``beats log check`` / ``beats log repair`` fix what can be fixed), or it starts and **never
 issues a sequence twice** (new events get sequences above everything clients already hold), and
 a client resuming from a position the log lost is told so with ``beats.gap`` (reason ``lost``).
@@ -135,7 +135,7 @@ async def test_a_damaged_database_stops_the_beat_with_advice_and_repair_keeps_th
             file.seek(size // 2 // 4096 * 4096)
             file.write(os.urandom(3 * 4096))
     refused = beats(*beat_args(tmp_path / "data", mosquitto), "--port", str(beat.port))
-    assert refused.returncode == 3
+    assert refused.returncode == 5
     assert "is damaged" in refused.stderr and "beats log repair" in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     checked = beats("log", "check", "--data-dir", str(tmp_path / "data"))
@@ -168,6 +168,6 @@ async def test_a_read_only_disk_stops_the_beat_with_one_line(
         remount = ["mount", "-o", "remount,ro", str(disk)]
         await asyncio.to_thread(subprocess.run, remount, check=True)
         refused = beats(*beat_args(disk, mosquitto), "--port", str(service.port))
-    assert refused.returncode == 3, refused.stderr
+    assert refused.returncode == 5, refused.stderr
     assert "cannot be" in refused.stderr and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

@@ -29,13 +29,13 @@ Enough of Ditto to develop and test against, following its public protocol and d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pydantic import Field
 
 from beats.ditto.emulator.app import create_app, serve
 from beats.ditto.emulator.core import DittoEmulator
 from beats.ditto.emulator.sessions import Hub
+from common.lifecycle import run_until
 from common.settings import CommandSettings
 
 __all__ = ["DittoEmulator", "EmulatorSettings", "Hub", "create_app", "main", "serve"]
@@ -58,11 +58,4 @@ class EmulatorSettings(CommandSettings):
 async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:
     """``beats emulate ditto``: serve until ``shutdown`` is set."""
     options = settings.model_dump(exclude={"log_level"})
-    server = asyncio.create_task(serve(**options), name="ditto-emulator")
-    waiter = asyncio.create_task(shutdown.wait())
-    await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if not server.done():
-        server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
+    await run_until(shutdown, serve(**options), name="ditto-emulator")

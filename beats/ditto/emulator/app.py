@@ -7,10 +7,10 @@ import base64
 import contextlib
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
@@ -20,7 +20,7 @@ from beats.ditto.emulator.sessions import Session
 from beats.ditto.emulator.things import DittoError, public, select
 from beats.ditto.protocol import MERGE_PATCH
 from beats.ditto.rql import RqlError, parse
-from common.service import UvicornServer
+from common.http import serve_emulator
 
 __all__ = ["create_app", "serve"]
 
@@ -297,14 +297,9 @@ def _admin(app: FastAPI, ditto: DittoEmulator) -> None:
         ]
 
 
-async def serve(*, host: str = "127.0.0.1", port: int = 8090, **options: Any) -> None:
-    """Run the emulator (options as for :func:`create_app`) until cancelled."""
-    config = uvicorn.Config(create_app(**options), host=host, port=port, log_level="warning")
-    server = UvicornServer(config)
-    task = asyncio.create_task(server.serve(), name="ditto-emulator")
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
+async def serve(
+    *, host: str = "127.0.0.1", port: int = 8090, sock: socket.socket | None = None, **options: Any
+) -> None:
+    """Run the emulator (options as for :func:`create_app`) until cancelled. ``sock``: already
+    bound (else ``host:port`` is bound first)."""
+    await serve_emulator(create_app(**options), name="ditto", host=host, port=port, sock=sock)

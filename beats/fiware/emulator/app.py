@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -30,7 +30,8 @@ from beats.fiware.emulator.notifier import Notifier
 from beats.fiware.emulator.scenario import run_scenario
 from beats.fiware.emulator.subscriptions import subscription_routes
 from beats.fiware.emulator.v2_routes import v2_routes
-from common.service import UvicornServer
+from common.http import serve_emulator
+from common.lifecycle import run_until
 from common.settings import CommandSettings
 
 __all__ = ["EmulatorSettings", "create_app", "main", "serve"]
@@ -132,32 +133,21 @@ def create_app(
     return app
 
 
-async def serve(*, host: str = "127.0.0.1", port: int = 1026, **options: Any) -> None:
+async def serve(
+    *, host: str = "127.0.0.1", port: int = 1026, sock: socket.socket | None = None, **options: Any
+) -> None:
     """Serve :func:`create_app` (``options`` are its keywords) until cancelled; a cancelled
-    server still shuts down gracefully (lifespan, notification workers) before returning."""
-    config = uvicorn.Config(create_app(**options), host=host, port=port, log_level="warning")
-    server = UvicornServer(config)
-    task = asyncio.create_task(server.serve(), name=f"orion-emulator:{port}")
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-        raise
+    server still shuts down gracefully (lifespan, notification workers) before returning.
+    ``sock``: already bound (else ``host:port`` is bound first)."""
+    await serve_emulator(create_app(**options), name="orion", host=host, port=port, sock=sock)
 
 
 async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:
     """``beats emulate orion``: serve until ``shutdown`` is set."""
-    task = asyncio.create_task(
-        serve(
-            host=settings.host,
-            port=settings.port,
-            scenario=settings.scenario,
-            scenario_interval=settings.scenario_interval,
-        ),
-        name="orion-emulator",
+    work = serve(
+        host=settings.host,
+        port=settings.port,
+        scenario=settings.scenario,
+        scenario_interval=settings.scenario_interval,
     )
-    await shutdown.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_until(shutdown, work, name="orion-emulator")

@@ -19,12 +19,12 @@ the Python API (``app.state.opencti``, :class:`OpenctiEmulator`) and its HTTP fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pydantic import Field
 
 from beats.opencti.emulator.app import create_app, serve
 from beats.opencti.emulator.core import Collection, OpenctiEmulator, StreamStore
+from common.lifecycle import run_until
 from common.settings import CommandSettings
 
 __all__ = [
@@ -56,11 +56,4 @@ class EmulatorSettings(CommandSettings):
 async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:
     """``beats emulate opencti``: serve until ``shutdown`` is set."""
     options = settings.model_dump(exclude={"log_level"})
-    server = asyncio.create_task(serve(**options), name="opencti-emulator")
-    waiter = asyncio.create_task(shutdown.wait(), name="opencti-emulator:shutdown")
-    await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if not server.done():
-        server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
+    await run_until(shutdown, serve(**options), name="opencti-emulator")

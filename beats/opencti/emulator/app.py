@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ from beats.opencti.emulator.core import (
 )
 from beats.opencti.frames import start_position
 from beats.opencti.scenario import Scenario
-from common.service import UvicornServer
+from common.http import serve_emulator
 
 __all__ = ["create_app", "serve"]
 
@@ -192,14 +192,9 @@ async def _generate(emulator: OpenctiEmulator, rate: float, seed: int | None) ->
         await asyncio.sleep(1.0 / rate)
 
 
-async def serve(*, host: str = "127.0.0.1", port: int = 4000, **options: Any) -> None:
-    """Run the emulator (``create_app(**options)``) under uvicorn until cancelled."""
-    config = uvicorn.Config(create_app(**options), host=host, port=port, log_level="warning")
-    server = UvicornServer(config)
-    task = asyncio.create_task(server.serve(), name=f"opencti-emulator:{port}")
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
+async def serve(
+    *, host: str = "127.0.0.1", port: int = 4000, sock: socket.socket | None = None, **options: Any
+) -> None:
+    """Run the emulator (``create_app(**options)``) under uvicorn until cancelled. ``sock``:
+    already bound (else ``host:port`` is bound first)."""
+    await serve_emulator(create_app(**options), name="opencti", host=host, port=port, sock=sock)
