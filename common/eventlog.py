@@ -24,7 +24,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+_STATE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS state "
+    "(namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+    "PRIMARY KEY (namespace, key))"
+)
 _INSERT = "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_CURSOR = (
     "INSERT INTO cursors VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value"
@@ -246,6 +251,43 @@ class EventLog:
     async def set_cursor(self, name: str, value: str) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer_pool, self._set_cursor_sync, name, value)
+
+    # -- small durable maps a source keeps beside its events ------------------------------
+
+    async def load_state(self, namespace: str) -> dict[str, str]:
+        """The ``namespace`` map saved by :meth:`save_state` (empty when none was)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, self._load_state_sync, namespace)
+
+    async def save_state(self, namespace: str, values: Mapping[str, str]) -> None:
+        """Add or replace ``values`` in the ``namespace`` map, durably, in a transaction of
+        their own (the OpenCTI beat keeps the marking definitions it learned here). Runs on the
+        writer thread, so it is ordered with the commits queued after it returns."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._writer_pool, self._save_state_sync, namespace, dict(values)
+        )
+
+    def _load_state_sync(self, namespace: str) -> dict[str, str]:
+        conn = self._connect()
+        conn.execute(_STATE_SCHEMA)
+        rows = conn.execute("SELECT key, value FROM state WHERE namespace=?", (namespace,))
+        return {str(key): str(value) for key, value in rows}
+
+    def _save_state_sync(self, namespace: str, values: dict[str, str]) -> None:
+        conn = self._connect()
+        conn.execute(_STATE_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO state VALUES (?, ?, ?) "
+                "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
+                [(namespace, key, value) for key, value in values.items()],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # -- synchronous parts (run in the executors) ------------------------------------------
 

@@ -90,13 +90,20 @@ class Pipeline:
         reason: str,
         source: str,
         context: Mapping[str, Any] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> CloudEvent:
         """Count a rejected input and return the dead-letter event that keeps it (submit it
-        with the other events of the same input batch, to keep acknowledgements in order)."""
+        with the other events of the same input batch, to keep acknowledgements in order).
+        ``extensions`` are added to the event (the OpenCTI beat marks its dead letters red)."""
         self.metrics.rejected.inc()
         _log.info("rejected input from %s: %s", source, reason)
         return dead_letter_event(
-            beat=self.beat, raw=raw, reason=reason, source=source, context=context
+            beat=self.beat,
+            raw=raw,
+            reason=reason,
+            source=source,
+            context=context,
+            extensions=extensions,
         )
 
     def dead_letter(
@@ -131,6 +138,7 @@ def dead_letter_event(
     reason: str,
     source: str,
     context: Mapping[str, Any] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> CloudEvent:
     """The event that keeps a rejected input: reason, size, digest and the raw input (or its
     first 64 KiB), as text when it is UTF-8 and as base64 otherwise."""
@@ -154,4 +162,5 @@ def dead_letter_event(
         channel=DEAD_LETTER_CHANNEL,
         partitionkey=DEAD_LETTER_CHANNEL,
         data=data,
+        **dict(extensions or {}),
     )

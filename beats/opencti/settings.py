@@ -42,6 +42,13 @@ class OpenctiSettings(BeatSettings):
         "(defaults: indicators, observables, relationships, reports, entities).",
     )
 
+    opencti_load_markings: bool = Field(
+        True,
+        description="At start, load the platform's marking definitions from its GraphQL API "
+        "(<url>/graphql); markings are also learned from the stream, and unknown ones count "
+        "as TLP:RED.",
+    )
+
     @field_validator("opencti_channel", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -50,6 +57,9 @@ class OpenctiSettings(BeatSettings):
     def stream_url(self) -> str:
         base = self.opencti_url.rstrip("/")
         return f"{base}/stream/{self.stream_id}" if self.stream_id else f"{base}/stream"
+
+    def graphql_url(self) -> str:
+        return f"{self.opencti_url.rstrip('/')}/graphql"
 
     def channel_overrides(self) -> dict[str, str]:
         pairs = {}
