@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -25,12 +26,12 @@ from common.http import server_config
 from common.hub import Hub
 from common.kafka import KafkaForwarder
 from common.metrics import Metrics
-from common.pipeline import Pipeline, Readiness, Source
+from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline, Readiness, Source
 from common.routes import beat_router
 from common.settings import BeatSettings
 from common.supervise import supervise
 
-__all__ = ["Beat", "UvicornServer", "install_signal_handlers", "wait_shutdown"]
+__all__ = ["Beat", "UvicornServer", "install_signal_handlers", "wait_shutdown", "warn_if_public"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ class Beat:
         source: Source,
         routers: Sequence[APIRouter] = (),
         description: str = "",
+        channels: Iterable[str] | None = None,
     ) -> None:
+        """``channels``: every channel the beat can publish to (its ``deadletter`` channel is
+        added); ``/events/{channel}`` answers 404 for others. ``None``: any channel (tests)."""
         self.name = name
+        self.channels = None if channels is None else frozenset({*channels, DEAD_LETTER_CHANNEL})
         self.settings = settings
         self.source = source
         self.metrics = Metrics(name)
@@ -86,6 +91,7 @@ class Beat:
             self.app, self.settings, on_head_timeout=self.metrics.http_head_timeouts.inc
         )
         server = UvicornServer(config)
+        warn_if_public(self.settings.host, f"{self.name} beat")
         await self.log.open()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -150,6 +156,23 @@ async def wait_shutdown(shutdown: asyncio.Event, http: asyncio.Task[None]) -> No
         waiter.cancel()
     if http.done():
         http.result()
+
+
+def warn_if_public(host: str, what: str) -> None:
+    """The beats' own HTTP ports are an internal interface (no auth: the gateway is the front
+    door); say so loudly when one listens on more than the loopback interface."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        _log.warning(
+            "%s: listening on %s, not only on loopback: its HTTP port has no authentication "
+            "(every event, every TLP level); keep it reachable by the gateway only "
+            "(a private network, a Kubernetes NetworkPolicy)",
+            what,
+            host,
+        )
 
 
 def install_signal_handlers(shutdown: asyncio.Event) -> None:
