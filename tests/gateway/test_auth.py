@@ -101,13 +101,14 @@ def test_authenticator_sources_and_scopes(tmp_path: Path) -> None:
     assert auth.presented(["Basic xyz"], [], []) is None
     # the same token in several places is one presentation; two tokens are refused
     assert auth.presented(["Bearer t"], ["t"], ["access_token=t"]) == "t"
-    for conflicting in (
+    conflicts: list[tuple[list[str], list[str], list[str]]] = [
         (["Bearer a", "Bearer b"], [], []),
         ([], ["a", "b"], []),
         ([], [], ["access_token=a", "access_token=b"]),
         (["Bearer a"], ["b"], []),
         ([], ["a"], ["access_token=b"]),
-    ):
+    ]
+    for conflicting in conflicts:
         with pytest.raises(AuthError) as refused:
             auth.presented(*conflicting)
         assert refused.value.status == 400 and refused.value.error == "invalid_request"
