@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from common.settings import BeatSettings, StrList, split_list
+from common.settings import BeatSettings, StrList, secret_file, split_list
 
 __all__ = ["OpenctiSettings"]
 
@@ -19,6 +19,7 @@ class OpenctiSettings(BeatSettings):
     data_dir: Path = Field(Path("data/opencti"), description="Directory of the event log.")
     opencti_url: str = Field("http://127.0.0.1:4000", description="OpenCTI base URL.")
     opencti_token: SecretStr | None = Field(None, description="OpenCTI API token (bearer).")
+    opencti_token_file: Path | None = secret_file("opencti_token")
     stream_id: str | None = Field(
         None, description="Live stream id (/stream/<id>); unset: the global /stream."
     )
