@@ -254,6 +254,7 @@ def _fiware(settings: DemoSettings) -> Beat:
             orion_url=f"http://{settings.host}:{settings.orion_emulator_port}",
             notify_url=f"{base}/notify",
             subscription_check_interval=5.0,
+            writeback_open=True,  # the demo is open everywhere (the gateway has no tokens)
             **_common(settings),
         )
     )

@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TextIO
 from urllib.parse import urlsplit
 
@@ -49,7 +50,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import CliPositionalArg
 
 from common.envelope import CloudEvent
-from common.settings import CommandSettings
+from common.settings import CommandSettings, secret_file
 from common.supervise import Backoff
 
 __all__ = [
@@ -221,6 +222,7 @@ class TailSettings(CommandSettings):
         description="SSE feed, e.g. http://127.0.0.1:8101/events or .../events/<channel>."
     )
     token: SecretStr | None = Field(None, description="Bearer token (the gateway's).")
+    token_file: Path | None = secret_file("token")
     last_event_id: int | None = Field(
         None, description="Start after this sequence (0: everything kept; unset: live only)."
     )

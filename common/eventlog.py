@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +349,20 @@ class EventLog:
     async def set_cursor(self, name: str, value: str) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer_pool, self.db.set_cursor, name, value)
+
+    # -- small durable maps a source keeps beside its events ------------------------------
+
+    async def load_state(self, namespace: str) -> dict[str, str]:
+        """The ``namespace`` map saved by :meth:`save_state` (empty when none was)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, self.db.load_state, namespace)
+
+    async def save_state(self, namespace: str, values: Mapping[str, str]) -> None:
+        """Add or replace ``values`` in the ``namespace`` map, durably, in a transaction of
+        their own (the OpenCTI beat keeps the marking definitions it learned here). Runs on the
+        writer thread, so it is ordered with the commits queued after it returns."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, self.db.save_state, namespace, dict(values))
 
     def _connect(self) -> sqlite3.Connection:
         """The calling thread's connection (tests use it to inject storage faults)."""

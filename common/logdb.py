@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_channel_seq ON events (channel, seq);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
 """
 _INSERT = "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SET_CURSOR = (
@@ -377,6 +381,27 @@ class LogDatabase:
 
     def set_cursor(self, name: str, value: str) -> None:
         self.connect().execute(_SET_CURSOR, (name, value))
+
+    def save_state(self, namespace: str, values: dict[str, str]) -> None:
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO state VALUES (?, ?, ?) "
+                "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
+                [(namespace, key, value) for key, value in values.items()],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def load_state(self, namespace: str) -> dict[str, str]:
+        rows = self.connect().execute(
+            "SELECT key, value FROM state WHERE namespace=?", (namespace,)
+        )
+        return {str(key): str(value) for key, value in rows}
 
     # -- reading (reader threads) ------------------------------------------------------------
 

@@ -63,11 +63,22 @@ _Committed = asyncio.Future[list[StoredEvent | None]]
 
 
 class Pipeline:
-    def __init__(self, *, beat: str, log: EventLog, metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(
+        self,
+        *,
+        beat: str,
+        log: EventLog,
+        metrics: Metrics,
+        readiness: Readiness,
+        dead_letter_extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``dead_letter_extensions``: added to every dead letter of this beat, however it
+        arises (the OpenCTI beat marks them ``tlp: red``)."""
         self.beat = beat
         self.log = log
         self.metrics = metrics
         self.readiness = readiness
+        self.dead_letter_extensions = dict(dead_letter_extensions or {})
 
     def received(self, count: int = 1) -> None:
         self.metrics.received.inc(count)
@@ -118,6 +129,7 @@ class Pipeline:
         ``extensions`` are added to the event (for example ``tlp``)."""
         self.metrics.rejected.inc()
         _log.info("rejected input from %s: %s", source, reason)
+        extensions = {**self.dead_letter_extensions, **extensions}
         return dead_letter_event(
             beat=self.beat, raw=raw, reason=reason, source=source, context=context, **extensions
         )

@@ -101,7 +101,14 @@ def beat_router(beat: Beat) -> APIRouter:
     async def channel_events(
         channel: str, last_event_id_header: LastId = None, last_event_id: LastIdQuery = None
     ) -> EventSourceResponse:
-        """Server-Sent Events of one channel."""
+        """Server-Sent Events of one channel (404 for a channel the beat does not have)."""
+        if beat.channels is not None and channel not in beat.channels:
+            raise HTTPException(404, f"the {beat.name} beat has no channel {channel!r}")
         return await stream(channel, last_event_id_header, last_event_id)
+
+    @router.get("/channels", tags=["events"])
+    async def channels() -> dict[str, Any]:
+        """The channels of ``/events/{channel}`` (``null``: any name is accepted)."""
+        return {"channels": None if beat.channels is None else sorted(beat.channels)}
 
     return router

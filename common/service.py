@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -31,12 +33,12 @@ from common.hub import Hub
 from common.kafka import KafkaForwarder
 from common.lifecycle import listen
 from common.metrics import Metrics
-from common.pipeline import Pipeline, Readiness, Source
+from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline, Readiness, Source
 from common.routes import beat_router
 from common.settings import BeatSettings
 from common.supervise import supervise
 
-__all__ = ["Beat", "UvicornServer", "wait_shutdown"]
+__all__ = ["Beat", "UvicornServer", "wait_shutdown", "warn_if_public"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,10 +53,16 @@ class Beat:
         routers: Sequence[APIRouter] = (),
         description: str = "",
         max_body_bytes: int | None = None,
+        channels: Iterable[str] | None = None,
+        dead_letter_extensions: Mapping[str, Any] | None = None,
     ) -> None:
         """``max_body_bytes``: the largest request body any route reads (default
-        ``--http-max-body-bytes``; FIWARE's ``/notify`` has its own bound)."""
+        ``--http-max-body-bytes``; FIWARE's ``/notify`` has its own bound). ``channels``: every
+        channel the beat can publish to (its ``deadletter`` channel is added);
+        ``/events/{channel}`` answers 404 for others. ``None``: any channel (tests).
+        ``dead_letter_extensions``: added to every dead letter (OpenCTI: ``tlp: red``)."""
         self.name = name
+        self.channels = None if channels is None else frozenset({*channels, DEAD_LETTER_CHANNEL})
         self.settings = settings
         self.source = source
         self.metrics = Metrics(name)
@@ -71,7 +79,11 @@ class Beat:
         self.hub = Hub(metrics=self.metrics, queue_size=settings.sse_queue_size)
         self.log.add_listener(self.hub.publish)
         self.pipeline = Pipeline(
-            beat=name, log=self.log, metrics=self.metrics, readiness=self.readiness
+            beat=name,
+            log=self.log,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            dead_letter_extensions=dead_letter_extensions,
         )
         self.forwarder: KafkaForwarder | None = None
         if settings.kafka_bootstrap:
@@ -107,6 +119,7 @@ class Beat:
             on_rejected=self._http_rejected,
         )
         server = UvicornServer(config)
+        warn_if_public(self.settings.host, f"{self.name} beat")
         with contextlib.closing(sock):
             await self.log.open()
             if self.log.recovery is not None and self.log.recovery.kind is not None:
@@ -179,3 +192,20 @@ async def wait_shutdown(shutdown: asyncio.Event, http: asyncio.Task[None]) -> No
         waiter.cancel()
     if http.done():
         http.result()
+
+
+def warn_if_public(host: str, what: str) -> None:
+    """The beats' own HTTP ports are an internal interface (no auth: the gateway is the front
+    door); say so loudly when one listens on more than the loopback interface."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        _log.warning(
+            "%s: listening on %s, not only on loopback: its HTTP port has no authentication "
+            "(every event, every TLP level); keep it reachable by the gateway only "
+            "(a private network, a Kubernetes NetworkPolicy)",
+            what,
+            host,
+        )

@@ -3,19 +3,64 @@
 Every field is an option: ``data_dir`` is ``--data-dir`` on the command line and
 ``BEATS_DATA_DIR`` in the environment (the command line wins). Lists take a repeated option
 (``--mqtt-topic a --mqtt-topic b``) or, in the environment, a comma-separated or JSON list.
-Secrets are ``SecretStr``: they never appear in ``repr``, logs or errors.
+Secrets are ``SecretStr``: they never appear in ``repr``, logs or errors. Every secret option
+``--x`` has a ``--x-file`` companion (``BEATS_X_FILE``, declared with :func:`secret_file`) that
+reads it from a file — a Docker or Kubernetes secret mounted as a file keeps it out of the
+command line (``/proc/*/cmdline``) and the environment. A class with a secret and no such
+companion is refused when it is defined.
 """
 
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BeatSettings", "ServiceSettings", "StrList", "split_list"]
+__all__ = ["BeatSettings", "ServiceSettings", "StrList", "secret_file", "split_list"]
+
+_SECRET_OF = "secret_of"
+
+
+def secret_file(secret: str) -> Any:
+    """The ``<secret>_file`` option of the ``SecretStr`` option ``secret``."""
+    flag = "--" + secret.replace("_", "-")
+    return Field(
+        None,
+        description=f"Read {flag} from this file (a mounted Docker or Kubernetes secret; "
+        "one trailing newline is dropped; an empty file leaves it unset).",
+        json_schema_extra={_SECRET_OF: secret},
+    )
+
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return SecretStr in get_args(annotation)
+    return False
+
+
+def _secret_of(info: FieldInfo) -> str | None:
+    extra = info.json_schema_extra
+    found = extra.get(_SECRET_OF) if isinstance(extra, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def read_secret(path: Path, option: str) -> SecretStr | None:
+    """The secret in ``path`` (``None`` for an empty file: the option stays unset);
+    ``ValueError`` naming the file, never its content."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"{option}-file {path}: cannot read it ({reason})") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    return SecretStr(text) if text else None
 
 
 def split_list(value: Any) -> Any:
@@ -35,8 +80,31 @@ class CommandSettings(BaseSettings):
     """Options of a ``beats`` command: ``--kebab-case`` flags, ``BEATS_*`` environment variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BEATS_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
+        env_prefix="BEATS_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="ignore",
+        hide_input_in_errors=True,  # an error must not print a secret that was given
     )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, info in cls.model_fields.items():
+            if _is_secret(info.annotation) and f"{name}_file" not in cls.model_fields:
+                raise TypeError(f"{cls.__name__}.{name} is a secret without a {name}_file option")
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> CommandSettings:
+        for name, info in type(self).model_fields.items():
+            secret, path = _secret_of(info), getattr(self, name)
+            if secret is None or path is None:
+                continue
+            option = "--" + secret.replace("_", "-")
+            if getattr(self, secret) is not None:
+                raise ValueError(f"give {option} or {option}-file, not both")
+            setattr(self, secret, read_secret(Path(path), option))
+        return self
 
 
 class ServiceSettings(CommandSettings):
@@ -122,6 +190,7 @@ class BeatSettings(ServiceSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_sasl_password_file: Path | None = secret_file("kafka_sasl_password")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
 
     @field_validator("kafka_bootstrap", mode="before")

@@ -2,11 +2,14 @@
 
 The tokens file (``--tokens-file``, YAML or JSON; see the README) lists tokens by ``name`` with
 ``sha256`` (the hex digest of the token, what production uses) or ``token`` (plain, for
-development), ``scopes`` (``<beat>``, ``<beat>:<channel>`` or ``*``) and an optional
-``tlp_max`` ceiling for OpenCTI events. A request presents its token as
-``Authorization: Bearer <token>``, or for browsers' ``EventSource`` as the ``access_token``
-query parameter or cookie. The presented token is hashed and compared with every entry in
-constant time (:func:`hmac.compare_digest`); only the entry's ``name`` is ever logged.
+development), ``scopes`` (``<beat>``, ``<beat>:<channel>``, ``*`` for every beat, ``admin``
+for the operator's view, ``metrics`` for ``/metrics`` only) and an optional ``tlp_max`` ceiling
+for OpenCTI events. A request presents its token as ``Authorization: Bearer <token>``, or for
+browsers' ``EventSource`` as the ``access_token`` query parameter or cookie. Every presentation
+must name the same token: two different ones (in two places, or a repeated header, parameter
+or cookie) are refused with 400 ``invalid_request`` (RFC 6750 §3.1) rather than one being
+chosen. The presented token is hashed and compared with every entry in constant time
+(:func:`hmac.compare_digest`); only the entry's ``name`` is ever logged.
 
 Without a tokens file the gateway is open: every request is allowed and sees everything.
 """
@@ -17,8 +20,9 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "ADMIN",
+    "METRICS",
     "TLP_LEVELS",
     "AuthError",
     "Authenticator",
@@ -123,8 +129,24 @@ class Principal:
     def any_scope(self, beat: str) -> bool:
         return self.allows(beat) or bool(self.channels(beat))
 
+    @property
+    def admin(self) -> bool:
+        """The operator's view: internal URLs, errors, every stream; ``/metrics``, ``/docs``."""
+        return ADMIN in self.scopes
 
-OPEN = Principal(name="anonymous", scopes=frozenset({"*"}))
+    @property
+    def metrics(self) -> bool:
+        return self.admin or METRICS in self.scopes
+
+    def sees_dead_letters(self, beat: str) -> bool:
+        """An explicit ``<beat>:deadletter`` scope: dead letters of that beat whatever their
+        TLP (they are red: their content is unknown)."""
+        return f"{beat}:deadletter" in self.scopes
+
+
+ADMIN = "admin"
+METRICS = "metrics"
+OPEN = Principal(name="anonymous", scopes=frozenset({"*", ADMIN}))
 
 
 class AuthError(Exception):
@@ -156,13 +178,27 @@ class Authenticator:
 
     @staticmethod
     def presented(
-        headers: Mapping[str, str], query: Mapping[str, str], cookies: Mapping[str, str]
+        authorizations: Iterable[str], queries: Iterable[str], cookie_headers: Iterable[str]
     ) -> str | None:
-        """The token from ``Authorization: Bearer``, else ``access_token`` query, else cookie."""
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return query.get("access_token") or cookies.get(COOKIE) or None
+        """The token of a request: from every ``Authorization: Bearer`` header, ``access_token``
+        query parameter and ``access_token`` cookie. They must agree: different tokens are an
+        :class:`AuthError` 400 ``invalid_request``. ``None`` when none is presented."""
+        found: set[str] = set()
+        for header in authorizations:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                found.add(value.strip())
+        found.update(value for value in queries if value)
+        found.update(_cookie_tokens(cookie_headers))
+        if len(found) > 1:
+            raise AuthError(
+                400,
+                "invalid_request",
+                "the request presents more than one token (header, access_token query or "
+                "cookie): present one",
+                "conflict",
+            )
+        return next(iter(found), None)
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal, or :class:`AuthError` (401) for a missing or unknown token."""
@@ -185,6 +221,27 @@ class Authenticator:
         return AuthError(
             403, "insufficient_scope", f"the token's scopes do not cover {what}", "scope"
         )
+
+
+def _cookie_tokens(headers: Iterable[str]) -> list[str]:
+    tokens = []
+    for header in headers:
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name.strip() == COOKIE and value.strip():
+                tokens.append(_unquote(value.strip()))
+    return tokens
+
+
+def _unquote(value: str) -> str:
+    if not (value.startswith('"') and value.endswith('"')):
+        return value
+    try:
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(f"{COOKIE}={value}")
+        return cookie[COOKIE].value
+    except (CookieError, KeyError):
+        return value
 
 
 def describe(entries: list[TokenEntry]) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import httpx
 from httpx_sse import SSEError
 
-from gateway.auth import tlp_allows
+from gateway.auth import Principal, tlp_allows
 from gateway.filters import Filter, matches
 from gateway.frames import Frame
 from gateway.metrics import GatewayMetrics
@@ -161,7 +161,7 @@ class ClientStream:
         queue_size: int,
         merged: bool,
         filter: Filter | None,
-        tlp_max: str | None,
+        principal: Principal,
         on_close: Callable[[ClientStream], None],
     ) -> None:
         self.http = http
@@ -169,7 +169,8 @@ class ClientStream:
         self.queue_size = queue_size
         self.merged = merged
         self.filter = filter
-        self.tlp_max = tlp_max
+        self.principal = principal
+        self.tlp_max = principal.tlp_max
         self.subscriptions: list[Subscription] = []
         self.out: deque[tuple[Subscription, Frame]] = deque()
         self.overflowed = False
@@ -269,13 +270,16 @@ class ClientStream:
         if subscription.last is not None and frame.seq <= subscription.last:
             return None
         subscription.last = frame.seq
-        if not self._visible(frame):
+        if not self._visible(subscription, frame):
             return None
         return frame.wire_with_id(self.position()) if self.merged else frame.wire()
 
-    def _visible(self, frame: Frame) -> bool:
-        tlp_marked = self.tlp_max is not None and '"tlp"' in frame.data
-        if tlp_marked and not tlp_allows(self.tlp_max, frame.event().get("tlp")):
+    def _visible(self, subscription: Subscription, frame: Frame) -> bool:
+        """The TLP ceiling first, then the filter: a filter never sees an event the token may
+        not read, so what a filter matches (and the time it takes) says nothing about hidden
+        events. Every path of an event to a client (live, held, ring and beat replays) comes
+        through here."""
+        if self.tlp_max is not None and not self._within_ceiling(subscription, frame):
             self.metrics.filtered.labels("tlp").inc()
             return False
         if self.filter is not None:
@@ -287,6 +291,23 @@ class ClientStream:
                 self.metrics.filtered.labels("filter").inc()
                 return False
         return True
+
+    def _within_ceiling(self, subscription: Subscription, frame: Frame) -> bool:
+        """An event with ``tlp`` is compared with the ceiling; an OpenCTI event without one
+        counts as red (a beat that predates ``tlp`` on every event, or a forged frame); a
+        dead letter of a beat the token holds ``<beat>:deadletter`` of is shown whatever its
+        TLP. Events of other beats carry no TLP and are not restricted."""
+        try:
+            event = frame.event()
+        except ValueError:
+            return False
+        tlp = event.get("tlp")
+        if tlp is None and event.get("beat") == "opencti":
+            tlp = "red"
+        is_dead_letter = str(event.get("type", "")).endswith(".deadletter")
+        if is_dead_letter and self.principal.sees_dead_letters(subscription.upstream.beat):
+            return True
+        return tlp is None or tlp_allows(self.tlp_max, tlp)
 
     def position(self) -> str:
         """The merged stream's id: ``label=seq`` of every subscription with a position."""

@@ -54,6 +54,10 @@ _DIALECTS: tuple[Dialect, ...] = ("exact", "prefix", "suffix")
 _ATTRIBUTE = re.compile(r"^[a-z0-9]{1,64}$")
 RESERVED_PARAMS = frozenset({"last_event_id", "access_token"})
 _MAX_DEPTH = 16
+MAX_FILTER_CHARS = 8192
+"""Longest ``filter=`` JSON, and longest query string of filter parameters in all."""
+MAX_CONDITIONS = 256
+"""Most conditions (matches) in one request's filter."""
 
 
 class FilterError(ValueError):
@@ -163,9 +167,13 @@ def parse_query(params: Iterable[tuple[str, str]]) -> Filter | None:
     :data:`RESERVED_PARAMS` are skipped; any other unknown parameter is a :class:`FilterError`."""
     conditions: list[Filter] = []
     alternatives: list[Filter] = []
+    size = 0
     for key, value in params:
         if key in RESERVED_PARAMS:
             continue
+        size += len(key) + len(value)
+        if size > MAX_FILTER_CHARS:
+            raise FilterError(f"the filter parameters exceed {MAX_FILTER_CHARS} characters")
         if key == "filter":
             conditions.append(parse_filter_json(value))
         elif key.startswith("any."):
@@ -176,17 +184,57 @@ def parse_query(params: Iterable[tuple[str, str]]) -> Filter | None:
         conditions.append(Any(tuple(alternatives)))
     if not conditions:
         return None
-    return conditions[0] if len(conditions) == 1 else All(tuple(conditions))
+    combined = conditions[0] if len(conditions) == 1 else All(tuple(conditions))
+    if _count(combined) > MAX_CONDITIONS:
+        raise FilterError(f"more than {MAX_CONDITIONS} filter conditions")
+    return combined
+
+
+def _count(filter: Filter) -> int:
+    if isinstance(filter, Match):
+        return 1
+    if isinstance(filter, Not):
+        return _count(filter.filter)
+    return sum(_count(f) for f in filter.filters)
 
 
 def parse_filter_json(text: str) -> Filter:
-    """A Subscriptions API filter array (or one filter object) in JSON, combined with all."""
+    """A Subscriptions API filter array (or one filter object) in JSON, combined with all.
+    Bounded before it is decoded: at most :data:`MAX_FILTER_CHARS` characters, nesting no
+    deeper than the filter grammar allows."""
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(f"filter is longer than {MAX_FILTER_CHARS} characters")
+    if _nesting(text) > 2 * _MAX_DEPTH + 4:
+        raise FilterError(f"filter nested deeper than {_MAX_DEPTH} levels")
     try:
         raw = json.loads(text)
-    except ValueError as exc:
-        raise FilterError(f"filter is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise FilterError(f"filter is not valid JSON: {str(exc)[:200]}") from None
     items = raw if isinstance(raw, list) else [raw]
     return _combine(All, [_parse_object(item, 0) for item in items])
+
+
+def _nesting(text: str) -> int:
+    """The deepest ``[`` / ``{`` nesting of a JSON text (strings skipped), without decoding."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _combine(kind: type[All] | type[Any], filters: Sequence[Filter]) -> Filter:

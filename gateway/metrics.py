@@ -17,6 +17,13 @@ class GatewayMetrics:
         self.rejected = Counter(
             p + "streams_rejected", "Streams refused because --max-streams was reached", registry=r
         )
+        self.refused = Counter(
+            p + "streams_refused",
+            "Streams refused by a cap: max_streams, token_streams (--max-streams-per-token), "
+            "upstreams (--max-upstreams)",
+            ["reason"],
+            registry=r,
+        )
         self.upstreams = Gauge(p + "upstreams", "Open upstream streams (beat, channel)", registry=r)
         self.upstream_connected = Gauge(
             p + "upstreams_connected", "Upstream streams currently connected", registry=r

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
@@ -29,6 +30,12 @@ _FILTERS = (
     "holds), data.<path>=v (a data field equals v), filter=<CloudEvents Subscriptions API "
     "filter array as JSON>. <attr> is a CloudEvents attribute or extension, or data.<path>."
 )
+
+_BUSY = {
+    "max_streams": "too many streams, retry later",
+    "token_streams": "this token holds too many streams (--max-streams-per-token)",
+    "upstreams": "too many upstream streams are open (--max-upstreams), retry later",
+}
 
 LastId = Annotated[str | None, Header(alias="Last-Event-ID")]
 LastIdQuery = Annotated[
@@ -74,19 +81,38 @@ def gateway_router(gateway: Gateway) -> APIRouter:
     _health_routes(router, gateway)
     _stream_routes(router, gateway)
 
+    _page_routes(router, gateway)
+
     @router.get("/beats", tags=["status"])
     async def beats(request: Request) -> dict[str, Any]:
         """Every beat the token may see: readiness, event rates per second (total and per
         channel), events committed, Kafka lag, the beat's SSE subscribers, the gateway's
-        upstream streams of it, and when it was last polled."""
+        upstream streams of it, and when it was last polled. A token with some channels of a
+        beat sees only those; the beats' URLs and errors need the admin scope."""
         principal = gateway.principal(request)
-        return {"beats": [gateway.beat_report(name) for name in gateway.visible_beats(principal)]}
-
-    @router.get("/", include_in_schema=False)
-    async def dashboard() -> FileResponse:
-        return FileResponse(_DASHBOARD, media_type="text/html")
+        names = gateway.visible_beats(principal)
+        return {"beats": [gateway.beat_report(name, principal) for name in names]}
 
     return router
+
+
+def _page_routes(router: APIRouter, gateway: Gateway) -> None:
+    """The dashboard and the API description, closed unless in ``--public-paths``."""
+
+    @router.get("/", include_in_schema=False)
+    async def dashboard(request: Request) -> FileResponse:
+        gateway.guard(request, "/")
+        return FileResponse(_DASHBOARD, media_type="text/html")
+
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        gateway.guard(request, "/openapi.json")
+        return JSONResponse(request.app.openapi())
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        gateway.guard(request, "/docs")
+        return get_swagger_ui_html(openapi_url="openapi.json", title="Works Beats gateway")
 
 
 def _health_routes(router: APIRouter, gateway: Gateway) -> None:
@@ -98,9 +124,10 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
     @router.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
         """Ready when no beat is configured or at least one beat answered ready at the last
-        poll (a gateway with some beats down still serves the others); says which are not."""
+        poll (a gateway with some beats down still serves the others); says which are not
+        (their errors, which name internal URLs, are in ``/beats`` for the admin scope)."""
         beats = {
-            name: {"ready": s.ready, "reachable": s.reachable, "error": s.error}
+            name: {"ready": s.ready, "reachable": s.reachable}
             for name, s in gateway.poller.statuses.items()
         }
         ready = gateway.poller.ready and not gateway.stopping
@@ -108,8 +135,10 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics", tags=["health"])
-    async def metrics() -> Response:
-        """The gateway's own Prometheus metrics (beats_gateway_*)."""
+    async def metrics(request: Request) -> Response:
+        """The gateway's own Prometheus metrics (beats_gateway_*); a token with the admin or
+        metrics scope unless ``/metrics`` is in ``--public-paths``."""
+        gateway.guard(request, "/metrics", metrics=True)
         return Response(gateway.metrics.render(), media_type=_PROMETHEUS)
 
 
@@ -130,7 +159,11 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         access_token: TokenQuery = None,
     ) -> Response:
         principal = gateway.principal(request)
-        keys = gateway.merged_keys(principal)
+        keys = [
+            key
+            for key in gateway.merged_keys(principal)
+            if key[1] is None or await gateway.channel_known(key[0], key[1])
+        ]
         if not keys:
             raise gateway.auth.forbid(principal, "any beat")
         raw = last_event_id_header or last_event_id
@@ -172,6 +205,17 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         last_event_id: LastIdQuery = None,
         access_token: TokenQuery = None,
     ) -> Response:
+        principal = gateway.principal(request)
+        if beat in gateway.settings.beats and principal.allows(beat, channel):
+            known = await gateway.channel_known(beat, channel)
+            if known is None:
+                raise HTTPException(
+                    503,
+                    f"the {beat} beat has not told its channels yet (unreachable)",
+                    headers={"Retry-After": str(gateway.settings.retry_after)},
+                )
+            if not known:
+                raise HTTPException(404, f"the {beat} beat has no channel {channel!r}")
         return _single(gateway, request, (beat, channel), last_event_id_header, last_event_id)
 
 
@@ -204,10 +248,10 @@ def _open(
     except FilterError as exc:
         raise HTTPException(400, f"bad filter: {exc}") from None
     client = gateway.open_client(principal, filter, targets, merged=merged)
-    if client is None:
+    if isinstance(client, str):
         retry = str(gateway.settings.retry_after)
         return JSONResponse(
-            {"error": "busy", "error_description": "too many streams, retry later"},
+            {"error": "busy", "error_description": _BUSY[client]},
             status_code=503,
             headers={"Retry-After": retry},
         )

@@ -31,7 +31,7 @@ from gateway.filters import Filter
 from gateway.metrics import GatewayMetrics
 from gateway.routes import gateway_router, install_error_handlers
 from gateway.settings import GatewaySettings
-from gateway.status import StatusPoller
+from gateway.status import StatusPoller, visible_report
 from gateway.upstream import StreamKey, UpstreamPool, stream_label
 
 __all__ = ["Gateway", "GatewaySettings", "build", "main"]
@@ -62,6 +62,7 @@ class Gateway:
         )
         self.poller = StatusPoller(self.beats, http=self.http, interval=settings.status_interval)
         self.clients: set[ClientStream] = set()
+        self._per_token: dict[str, int] = {}
         self.stopping = False
         self.app = self._create_app()
 
@@ -70,6 +71,9 @@ class Gateway:
             title="Works Beats gateway",
             description="Auth, fan-out, replay and filters in front of the beats.",
             version="0.1.0",
+            docs_url=None,  # served by gateway_router, behind the token check
+            redoc_url=None,
+            openapi_url=None,
         )
         if self.settings.cors_origins:
             origins = self.settings.cors_origins
@@ -93,9 +97,34 @@ class Gateway:
     # -- requests ------------------------------------------------------------------------------
 
     def principal(self, request: Request) -> Principal:
-        """The caller (``AuthError`` → 401); the token itself is never logged."""
-        token = self.auth.presented(request.headers, request.query_params, request.cookies)
+        """The caller (``AuthError``: 401, or 400 for conflicting tokens); the token itself is
+        never logged."""
+        token = self.auth.presented(
+            request.headers.getlist("authorization"),
+            request.query_params.getlist("access_token"),
+            request.headers.getlist("cookie"),
+        )
         return self.auth.authenticate(token)
+
+    def guard(self, request: Request, path: str, *, metrics: bool = False) -> None:
+        """Refuse a request for one of the gateway's own pages unless it is in
+        ``--public-paths``: any valid token (the ``metrics`` or ``admin`` scope for
+        ``/metrics``)."""
+        if path in self.settings.public_paths or self.auth.open:
+            return
+        principal = self.principal(request)
+        if metrics and not principal.metrics:
+            raise self.auth.forbid(principal, "/metrics (scope admin or metrics)")
+
+    async def channel_known(self, beat: str, channel: str) -> bool | None:
+        """Whether ``beat`` has ``channel`` (``None``: its channels are not known yet, the beat
+        has not answered). Asks the beat when the poller has not learned them yet."""
+        status = self.poller.statuses[beat]
+        if not status.channels_known:
+            await self.poller.poll(status)
+        if not status.channels_known:
+            return None
+        return status.channels is None or channel in status.channels
 
     def visible_beats(self, principal: Principal) -> list[str]:
         return [name for name in self.beats if principal.any_scope(name)]
@@ -117,34 +146,55 @@ class Gateway:
         targets: list[tuple[StreamKey, int | None]],
         *,
         merged: bool,
-    ) -> ClientStream | None:
-        """A subscribed client stream, or ``None`` when ``--max-streams`` are open."""
-        if len(self.clients) >= self.settings.max_streams or self.stopping:
-            self.metrics.rejected.inc()
-            return None
+    ) -> ClientStream | str:
+        """A subscribed client stream, or why not (the caps, each counted): ``max_streams``,
+        ``token_streams`` (``--max-streams-per-token``), ``upstreams`` (``--max-upstreams``)."""
+        refused = self._refusal(principal, [key for key, _ in targets])
+        if refused is not None:
+            self.metrics.refused.labels(refused).inc()
+            if refused == "max_streams":
+                self.metrics.rejected.inc()
+            return refused
         client = ClientStream(
             http=self.http,
             metrics=self.metrics,
             queue_size=self.settings.client_queue_size,
             merged=merged,
             filter=filter,
-            tlp_max=principal.tlp_max,
+            principal=principal,
             on_close=self._client_closed,
         )
         self.clients.add(client)
+        self._per_token[principal.name] = self._per_token.get(principal.name, 0) + 1
         self.metrics.clients.set(len(self.clients))
         self.metrics.connections.inc()
         client.open((stream_label(key), self.pool.acquire(key), resume) for key, resume in targets)
         return client
 
+    def _refusal(self, principal: Principal, keys: list[StreamKey]) -> str | None:
+        if len(self.clients) >= self.settings.max_streams or self.stopping:
+            return "max_streams"
+        held = self._per_token.get(principal.name, 0)
+        if not self.auth.open and held >= self.settings.max_streams_per_token:
+            return "token_streams"
+        opening = sum(1 for key in set(keys) if self.pool.get(key) is None)
+        if opening and self.pool.count + opening > self.settings.max_upstreams:
+            return "upstreams"
+        return None
+
     def _client_closed(self, client: ClientStream) -> None:
         if client in self.clients:
             self.clients.discard(client)
+            name = client.principal.name
+            self._per_token[name] = self._per_token.get(name, 1) - 1
+            if self._per_token[name] <= 0:
+                del self._per_token[name]
             for subscription in client.subscriptions:
                 self.pool.release(subscription.upstream)
             self.metrics.clients.set(len(self.clients))
 
-    def beat_report(self, name: str) -> dict[str, Any]:
+    def beat_report(self, name: str, principal: Principal) -> dict[str, Any]:
+        """``/beats`` for one beat, as much as ``principal`` may see (:func:`status.visible`)."""
         report = self.poller.statuses[name].report()
         report["gateway"] = [
             {
@@ -157,7 +207,7 @@ class Gateway:
             for upstream in self.pool.all()
             if upstream.beat == name
         ]
-        return report
+        return visible_report(report, principal, principal.channels(name))
 
     # -- lifecycle -----------------------------------------------------------------------------
 

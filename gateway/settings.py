@@ -48,6 +48,24 @@ class GatewaySettings(ServiceSettings):
     max_streams: int = Field(
         10_000, ge=1, description="Concurrent SSE streams; beyond it 503 with Retry-After."
     )
+    max_streams_per_token: int = Field(
+        100,
+        ge=1,
+        description="Concurrent SSE streams one token may hold (with --tokens-file); beyond "
+        "it 503 with Retry-After.",
+    )
+    max_upstreams: int = Field(
+        256,
+        ge=1,
+        description="Upstream streams (beat, channel) the gateway may hold open; a stream "
+        "that needs one more gets 503 with Retry-After.",
+    )
+    public_paths: StrList = Field(
+        default_factory=lambda: ["/"],
+        description="Gateway pages served without a token, from /, /docs, /openapi.json, "
+        "/metrics (others need a valid token; /metrics the admin or metrics scope). "
+        "Default: the dashboard page (/), which holds no data.",
+    )
     retry_after: int = Field(
         5, ge=1, description="Seconds in Retry-After when --max-streams is reached."
     )
@@ -84,7 +102,15 @@ class GatewaySettings(ServiceSettings):
         2.0, gt=0, description="Seconds between polls of every beat's /readyz and /metrics."
     )
 
-    @field_validator("beat", "cors_origins", mode="before")
+    @field_validator("public_paths")
+    @classmethod
+    def _check_public(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"/", "/docs", "/openapi.json", "/metrics"}
+        if unknown:
+            raise ValueError(f"--public-paths: not gateway pages: {sorted(unknown)}")
+        return value
+
+    @field_validator("beat", "cors_origins", "public_paths", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return split_list(value)

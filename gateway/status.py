@@ -3,7 +3,15 @@
 One supervised task per beat reads its ``/readyz`` (JSON, 200 or 503) and its ``/metrics``
 (parsed with :mod:`prometheus_client.parser`) every ``--status-interval`` seconds. Rates are
 the difference of ``beats_events_committed_total`` between two polls over the time between
-them. A beat that does not answer is reported ``reachable: false`` with the error.
+them. A beat that does not answer is reported ``reachable: false`` with the error. The
+beat's channels (``GET /channels``) are read at each poll too: the gateway opens no stream to a
+channel a beat does not have.
+
+What a token sees of a report (:func:`visible_report`): the ``admin`` scope everything; a token
+with the whole beat its readiness (checks without their details, which name internal URLs),
+log, rates, Kafka state and the gateway's streams of it; a token with some channels of it only
+readiness and the rates, event counts and gateway streams of those channels. Never the beat's
+URL or error messages without ``admin``.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["BeatStatus", "StatusPoller", "parse_metrics"]
+if TYPE_CHECKING:
+    from gateway.auth import Principal
+
+__all__ = ["BeatStatus", "StatusPoller", "parse_metrics", "visible_report"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +67,8 @@ class BeatStatus:
     rates: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     updated: float | None = None
+    channels: frozenset[str] | None = None
+    channels_known: bool = False
     _previous: tuple[float, dict[str, float]] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -91,6 +104,7 @@ class BeatStatus:
 
     def unreachable(self, error: str) -> None:
         self.reachable = self.ready = False
+        self.channels_known = False
         self.rates = {}
         self._previous = None
         self.error, self.updated = error, time.time()
@@ -119,12 +133,55 @@ class StatusPoller:
                 raise ValueError("/readyz is not a JSON object")
             parsed = parse_metrics(metrics.text)
             status.update(readiness, parsed, asyncio.get_running_loop().time())
+            await self._channels(status)
         except (httpx.HTTPError, ValueError) as exc:
             if status.reachable or status.updated is None:
                 _log.warning("beat %s at %s: %s", status.name, status.url, exc or type(exc))
             status.unreachable(str(exc) or type(exc).__name__)
 
+    async def _channels(self, status: BeatStatus) -> None:
+        """Read once per reachable spell (a beat that went away may come back with others)."""
+        if status.channels_known:
+            return
+        response = await self._http.get(f"{status.url}/channels")
+        listed = response.json().get("channels") if response.status_code == 200 else None
+        if response.status_code == 200 and (listed is None or isinstance(listed, list)):
+            status.channels = None if listed is None else frozenset(map(str, listed))
+            status.channels_known = True
+
     @property
     def ready(self) -> bool:
         """Ready when no beat is configured or at least one answered ready at its last poll."""
         return not self.statuses or any(s.ready for s in self.statuses.values())
+
+
+_WHOLE_BEAT = ("name", "reachable", "ready", "log", "rate", "rates", "events", "subscribers",
+               "updated", "gateway")  # fmt: skip
+
+
+def visible_report(
+    report: dict[str, Any], principal: Principal, channels: list[str]
+) -> dict[str, Any]:
+    """What ``principal`` may see of one beat's ``report`` (see the module docstring);
+    ``channels``: the channels its scopes name one by one (used without the whole beat)."""
+    if principal.admin:
+        return report
+    checks = {name: {"ok": check.get("ok")} for name, check in report["checks"].items()}
+    if principal.allows(report["name"]):
+        shown = {key: report[key] for key in _WHOLE_BEAT}
+        kafka = report.get("kafka")
+        shown["kafka"] = None if kafka is None else {k: kafka.get(k) for k in ("connected", "lag")}
+        return {**shown, "checks": checks}
+    rates = {c: r for c, r in report["rates"].items() if c in channels}
+    labels = {f"{report['name']}/{c}" for c in channels}
+    return {
+        "name": report["name"],
+        "reachable": report["reachable"],
+        "ready": report["ready"],
+        "checks": checks,
+        "rate": round(sum(rates.values()), 3),
+        "rates": rates,
+        "channels": channels,
+        "updated": report["updated"],
+        "gateway": [s for s in report["gateway"] if s["stream"] in labels],
+    }

@@ -208,6 +208,11 @@ class UpstreamPool:
         entry = self._open.get(key)
         return None if entry is None else entry[0]
 
+    @property
+    def count(self) -> int:
+        """Open upstreams (lingering ones included)."""
+        return len(self._open)
+
     def all(self) -> list[Upstream]:
         return [upstream for upstream, _ in self._open.values()]
 

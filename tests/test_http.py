@@ -5,12 +5,15 @@ connections and long SSE responses are not affected."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from common.service import warn_if_public
 from tests.support import make_beat, make_events, read_sse, run_beat
 
 TIMEOUT = 0.5
@@ -67,3 +70,18 @@ async def test_requests_keep_alive_and_long_streams_are_not_cut(tmp_path: Path) 
         await beat.pipeline.commit(make_events(1, start=1))
         assert [m.id for m in await stream] == ["1", "2"]
     assert beat.metrics.http_head_timeouts._value.get() == 0
+
+
+async def test_a_beat_bound_beyond_loopback_says_its_port_is_unauthenticated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="common.service")
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.5"):
+        warn_if_public(host, "x")
+    assert not caplog.records
+    beat = make_beat(tmp_path, host="0.0.0.0")
+    async with run_beat(beat), httpx.AsyncClient() as client:
+        channels = await client.get(f"http://127.0.0.1:{beat.settings.port}/channels")
+    assert channels.json() == {"channels": None}  # a kernel test beat accepts any channel
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "0.0.0.0" in warning and "no authentication" in warning

@@ -16,6 +16,7 @@ def build(settings: DittoSettings) -> Beat:
         name="ditto",
         settings=settings,
         source=DittoSource(settings),
+        channels={"twin", "live"},
         description="Eclipse Ditto twin events and live messages as CloudEvents "
         "(types beats.ditto.twin.<action>, beats.ditto.live.message, ...).",
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from common.settings import BeatSettings, StrList, split_list
+from common.settings import BeatSettings, StrList, secret_file, split_list
 
 __all__ = ["DittoSettings"]
 
@@ -22,6 +22,7 @@ class DittoSettings(BeatSettings):
     )
     ditto_username: str | None = Field(None, description="Basic-auth user name.")
     ditto_password: SecretStr | None = Field(None, description="Basic-auth password.")
+    ditto_password_file: Path | None = secret_file("ditto_password")
     ditto_token: SecretStr | None = Field(None, description="Bearer token (JWT) instead.")
     ditto_token_file: Path | None = Field(
         None,

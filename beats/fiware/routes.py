@@ -10,6 +10,7 @@ input, which is kept in the dead-letter channel.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 import httpx
@@ -26,6 +27,8 @@ from common.normalize import Rejected
 from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline
 
 __all__ = ["fiware_router"]
+
+_log = logging.getLogger(__name__)
 
 # the bodies are read raw (format detection, size limits), so their schemas are declared here
 _NOTIFY_BODY: dict[str, Any] = {
@@ -88,19 +91,21 @@ def fiware_router(
             return JSONResponse({"error": events[0].data["reason"]}, 400)
         return JSONResponse({"committed": len(events)}, 200)
 
+    if settings.writeback_open:
+        _log.warning(
+            "fiware: --writeback-open: POST /writeback changes the broker's entities for ANYONE "
+            "who can reach this beat, without a token; give --writeback-token(-file) instead"
+        )
+
     @router.post("/writeback", openapi_extra=_WRITEBACK_BODY)
     async def writeback(request: Request) -> Response:
-        """Entity updates applied to the broker as batch upserts; results per entity."""
-        token = settings.writeback_token
-        if token is not None and not hmac.compare_digest(
-            request.headers.get("authorization", "").encode(),
-            f"Bearer {token.get_secret_value()}".encode(),
-        ):
-            return JSONResponse(
-                {"error": "invalid_token"},
-                401,
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+        """Entity updates applied to the broker as batch upserts; results per entity. Needs
+        ``Authorization: Bearer <--writeback-token>`` (refused without one configured, unless
+        the beat runs with ``--writeback-open``)."""
+        refused = _writeback_refused(settings, request.headers.get("authorization", ""))
+        if refused is not None:
+            pipeline.metrics.source_errors.labels("writeback").inc()
+            return refused
         try:
             raw = await read_body(request, settings.max_body_bytes)
         except BodyTooLarge as exc:
@@ -120,6 +125,24 @@ def fiware_router(
         return JSONResponse({"results": results}, status)
 
     return router
+
+
+def _writeback_refused(settings: FiwareSettings, presented: str) -> Response | None:
+    token = settings.writeback_token
+    if token is None:
+        if settings.writeback_open:
+            return None
+        return JSONResponse(
+            {"error": "writeback is off: start the beat with --writeback-token(-file)"}, 403
+        )
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    if hmac.compare_digest(presented.encode(), expected):
+        return None
+    return JSONResponse(
+        {"error": "invalid_token"},
+        401,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 def _refuse(pipeline: Pipeline, reason: str, status: int) -> Response:

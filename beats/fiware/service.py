@@ -24,6 +24,7 @@ def build(settings: FiwareSettings) -> Beat:
         name="fiware",
         settings=settings,
         source=keeper,
+        channels={"entities", "raw"},
         description="Orion (NGSI v2) and NGSI-LD notifications as CloudEvents "
         "(type beats.fiware.entity); POST /notify, POST /writeback.",
         max_body_bytes=settings.max_body_bytes,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from common.settings import BeatSettings, StrList, split_list
+from common.settings import BeatSettings, StrList, secret_file, split_list
 
 __all__ = ["FiwareSettings"]
 
@@ -48,6 +48,7 @@ class FiwareSettings(BeatSettings):
         description="Shared secret the broker sends in X-Beats-Secret (put into the "
         "subscription by the beat); unset: generated once and kept in the event log.",
     )
+    notify_secret_file: Path | None = secret_file("notify_secret")
     subscription_tag: str = Field(
         "works-beats-fiware",
         description="Recognises this beat's subscriptions (their description); give each "
@@ -65,7 +66,15 @@ class FiwareSettings(BeatSettings):
     )
     max_body_bytes: int = Field(1024 * 1024, description="Larger notifications get 413.")
     writeback_token: SecretStr | None = Field(
-        None, description="Bearer token /writeback requires (unset: no token required)."
+        None,
+        description="Bearer token /writeback requires (unset: /writeback is refused unless "
+        "--writeback-open).",
+    )
+    writeback_token_file: Path | None = secret_file("writeback_token")
+    writeback_open: bool = Field(
+        False,
+        description="Let /writeback change the broker's entities without a token (development "
+        "only; logged as a warning at start).",
     )
 
     @field_validator("entity_type", "watched_attributes", "fiware_service", mode="before")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from beats.hivemq.normalize import DEFAULT_CHANNEL
 from beats.hivemq.settings import HivemqSettings
 from beats.hivemq.source import MqttSource
 from common.service import Beat
@@ -16,6 +17,7 @@ def build(settings: HivemqSettings) -> Beat:
         name="hivemq",
         settings=settings,
         source=MqttSource(settings),
+        channels={DEFAULT_CHANNEL, *(channel for _, channel in settings.channel_map())},
         description="MQTT 3.1.1 / 5 messages as CloudEvents (type beats.hivemq.message).",
     )
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from common.settings import BeatSettings, StrList, split_list
+from common.settings import BeatSettings, StrList, secret_file, split_list
 
 __all__ = ["HivemqSettings"]
 
@@ -42,6 +42,7 @@ class HivemqSettings(BeatSettings):
     )
     mqtt_username: str | None = Field(None, description="User name (overrides the URL's).")
     mqtt_password: SecretStr | None = Field(None, description="Password (overrides the URL's).")
+    mqtt_password_file: Path | None = secret_file("mqtt_password")
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for mqtts://.")
     mqtt_session_expiry: int = Field(
         86400, description="MQTT 5 session expiry in seconds (persistent session)."

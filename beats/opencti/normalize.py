@@ -22,9 +22,12 @@ The "moderate transformation" keeps the full STIX 2.1 object in ``data.stix`` an
   ``data.reverse_patch`` (RFC 6902), and ``data.previous``, the object before the change:
   ``reverse_patch`` applied to the new object, as OpenCTI itself computes it
   (``data.previous_error`` says why when that is not possible);
-* extensions ``tlp`` (the most restrictive TLP level among ``object_marking_refs``: clear,
-  green, amber, amber+strict or red; absent when the object has no TLP marking) and
-  ``stixtype``.
+* extensions ``tlp`` and ``stixtype``. ``tlp`` is on every event: the most restrictive TLP of
+  *everything the event carries* (:func:`~beats.opencti.stix.marking_refs`): the object, its
+  previous version, merge sources, deleted objects, patches and OpenCTI's
+  ``related_restrictions``. A marking id neither standard nor in ``markings`` counts as red;
+  PAP and statement markings do not restrict; no restricting marking at all is ``clear``
+  (OpenCTI shows unmarked objects to every user).
 
 ``subject`` and ``partitionkey`` are the STIX id. ``id`` is ``<stream id>/<kind>/<STIX id>``:
 the stream id alone is not enough (several frames share one), and the live stream's
@@ -45,7 +48,7 @@ from typing import Any
 import jsonpatch
 
 from beats.opencti.frames import CONTROL_KINDS, DATA_KINDS, Frame
-from beats.opencti.stix import OCTI_EXTENSION, channel_for, highest_tlp
+from beats.opencti.stix import OCTI_EXTENSION, channel_for, marking_refs, tlp_of_refs
 from common import jsonsafe
 from common.envelope import CloudEvent, new_event
 from common.jsonsafe import loads
@@ -86,8 +89,9 @@ def normalize(
 ) -> list[CloudEvent]:
     """The events of one frame. ``source`` is the stream URL (the CloudEvents ``source``);
     ``channels`` maps STIX types to channels over the defaults (:data:`stix.DEFAULT_CHANNELS`);
-    ``markings`` maps marking-definition ids seen on the stream to TLP levels, for markings
-    whose ids are not the standard ones."""
+    ``markings`` maps marking-definition ids the beat knows (from the stream or the platform)
+    to their levels (:func:`~beats.opencti.stix.marking_level`), for ids that are not the
+    standard TLP ones."""
     if frame.kind in CONTROL_KINDS:
         return []
     if frame.kind not in DATA_KINDS:
@@ -95,10 +99,9 @@ def normalize(
     payload = _parse(frame.data)
     stix: dict[str, Any] = payload["data"]
     stix_id: str = stix["id"]
-    extensions: dict[str, Any] = {"stixtype": stix["type"]}
-    tlp = highest_tlp(_list(stix.get("object_marking_refs")), markings or {})
-    if tlp is not None:
-        extensions["tlp"] = tlp
+    data = _data(frame, payload, stix)
+    refs = marking_refs(payload) | marking_refs(data.get("previous"))
+    extensions = {"stixtype": stix["type"], "tlp": tlp_of_refs(refs, markings or {})}
     return [
         new_event(
             beat="opencti",
@@ -109,7 +112,7 @@ def normalize(
             partitionkey=stix_id,
             id=event_id(frame, stix_id),
             time=_time(stix, frame),
-            data=_data(frame, payload, stix),
+            data=data,
             **extensions,
         )
     ]

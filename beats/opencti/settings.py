@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from common.settings import BeatSettings, StrList, split_list
+from common.settings import BeatSettings, StrList, secret_file, split_list
 
 __all__ = ["OpenctiSettings"]
 
@@ -19,6 +19,7 @@ class OpenctiSettings(BeatSettings):
     data_dir: Path = Field(Path("data/opencti"), description="Directory of the event log.")
     opencti_url: str = Field("http://127.0.0.1:4000", description="OpenCTI base URL.")
     opencti_token: SecretStr | None = Field(None, description="OpenCTI API token (bearer).")
+    opencti_token_file: Path | None = secret_file("opencti_token")
     stream_id: str | None = Field(
         None, description="Live stream id (/stream/<id>); unset: the global /stream."
     )
@@ -42,6 +43,13 @@ class OpenctiSettings(BeatSettings):
         "(defaults: indicators, observables, relationships, reports, entities).",
     )
 
+    opencti_load_markings: bool = Field(
+        True,
+        description="At start, load the platform's marking definitions from its GraphQL API "
+        "(<url>/graphql); markings are also learned from the stream, and unknown ones count "
+        "as TLP:RED.",
+    )
+
     @field_validator("opencti_channel", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -50,6 +58,9 @@ class OpenctiSettings(BeatSettings):
     def stream_url(self) -> str:
         base = self.opencti_url.rstrip("/")
         return f"{base}/stream/{self.stream_id}" if self.stream_id else f"{base}/stream"
+
+    def graphql_url(self) -> str:
+        return f"{self.opencti_url.rstrip('/')}/graphql"
 
     def channel_overrides(self) -> dict[str, str]:
         pairs = {}

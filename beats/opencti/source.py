@@ -14,6 +14,13 @@ stream) and 410 (stream stopped) are not retried blindly: ``/readyz`` says what 
 retries slow down to once every few minutes. When OpenCTI's retention has trimmed the stream past
 the saved position (the ``connected`` frame's ``firstEventId`` is later), what was trimmed cannot
 be had: the beat logs it and counts ``beats_source_errors{kind="trimmed"}``, then goes on.
+
+Markings: every event carries ``tlp`` (:mod:`beats.opencti.normalize`), which needs the
+definitions of the markings it names. They are read from the log at start, loaded from the
+platform (:mod:`beats.opencti.markings`) and learned from the stream: a ``marking-definition``
+frame's level is saved before its event is queued for commit, so everything committed after it
+is judged with it, also after a restart. A frame that cannot be read is dead-lettered with
+``tlp: red`` (its content, and so its markings, are unknown).
 """
 
 from __future__ import annotations
@@ -29,9 +36,15 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from beats.opencti.frames import Frame, trimmed_past
+from beats.opencti.markings import (
+    STATE,
+    MarkingsFailing,
+    MarkingsUnavailable,
+    fetch_platform_markings,
+)
 from beats.opencti.normalize import normalize
 from beats.opencti.settings import OpenctiSettings
-from beats.opencti.stix import tlp_of_marking
+from beats.opencti.stix import marking_level
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
 from common.pipeline import Pipeline
@@ -65,6 +78,45 @@ class OpenctiSource:
         self._failed = asyncio.Event()
 
     async def run(self, pipeline: Pipeline) -> None:
+        self.markings.update(await pipeline.log.load_state(STATE))
+        retry = self.settings.opencti_load_markings and not await self._load_markings(pipeline)
+        async with asyncio.TaskGroup() as tasks:
+            if retry:
+                tasks.create_task(self._retry_markings(pipeline), name="opencti:markings")
+            tasks.create_task(self._stream(pipeline), name="opencti:stream")
+
+    async def _load_markings(self, pipeline: Pipeline) -> bool:
+        """One attempt to load the platform's markings; False when it may succeed later."""
+        pipeline.set_ready("markings", False, "loading the platform's marking definitions")
+        url = self.settings.graphql_url()
+        token = self.settings.opencti_token
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as http:
+                loaded = await fetch_platform_markings(
+                    http, url, token.get_secret_value() if token else None
+                )
+        except MarkingsUnavailable as exc:
+            detail = f"not loaded from {url}: {exc}; markings seen on the stream are used"
+            _log.warning("opencti markings %s", detail)
+            pipeline.set_ready("markings", True, detail + " (unknown ones count as red)")
+            return True
+        except MarkingsFailing as exc:
+            pipeline.set_ready("markings", False, f"loading from {url} failed: {exc}; retrying")
+            _log.warning("opencti markings: loading from %s failed: %s", url, exc)
+            return False
+        await pipeline.log.save_state(STATE, loaded)
+        self.markings.update(loaded)
+        pipeline.set_ready("markings", True, f"{len(loaded)} marking ids loaded from {url}")
+        return True
+
+    async def _retry_markings(self, pipeline: Pipeline) -> None:
+        backoff = Backoff(min_delay=2.0, max_delay=60.0)
+        while True:
+            await asyncio.sleep(backoff.next())
+            if await self._load_markings(pipeline):
+                return
+
+    async def _stream(self, pipeline: Pipeline) -> None:
         backoff = Backoff(min_delay=0.5, max_delay=30.0)
         refused = Backoff(min_delay=30.0, max_delay=300.0)
         pipeline.set_ready("opencti", False, "connecting")
@@ -128,15 +180,19 @@ class OpenctiSource:
                 cursor = frame.id if frame.kind == "heartbeat" else current
             if frame.id:
                 current = frame.id
-            pending.append(self._submit(frame, pipeline, cursor))
+            events = self._normalize(frame, pipeline)
+            await self._learn_markings(events, pipeline)
+            pending.append(self._submit(events, pipeline, cursor))
             await _bound(pending)
             if self._failed.is_set():
                 raise ConnectionError("a commit failed; resuming from the last saved position")
 
-    def _submit(self, frame: Frame, pipeline: Pipeline, cursor: str | None) -> _Commit:
+    def _normalize(self, frame: Frame, pipeline: Pipeline) -> list[CloudEvent]:
+        """The frame's events, or its dead letter (red, as every dead letter of this beat:
+        :func:`beats.opencti.service.build`)."""
         if frame.kind != "heartbeat":
             pipeline.received()
-        events = pipeline.guarded(
+        return pipeline.guarded(
             lambda: normalize(
                 frame, source=self.url, channels=self.channels, markings=self.markings
             ),
@@ -144,16 +200,25 @@ class OpenctiSource:
             source=self.url,
             context={"kind": frame.kind, "stream_id": frame.id},
         )
+
+    async def _learn_markings(self, events: list[CloudEvent], pipeline: Pipeline) -> None:
+        """Save the levels of marking definitions the events describe (before they are
+        committed: a restart must know every marking its committed events named)."""
+        learned: dict[str, str] = {}
         for event in events:
-            self._learn_marking(event)
+            stix = event.data.get("stix") if isinstance(event.data, dict) else None
+            if isinstance(stix, dict) and stix.get("type") == "marking-definition":
+                level = marking_level(stix)
+                if self.markings.get(str(stix["id"])) != level:
+                    learned[str(stix["id"])] = level
+        if learned:
+            await pipeline.log.save_state(STATE, learned)
+            self.markings.update(learned)
+
+    def _submit(self, events: list[CloudEvent], pipeline: Pipeline, cursor: str | None) -> _Commit:
         future = pipeline.submit(events, cursor=(CURSOR, cursor) if cursor else None)
         future.add_done_callback(self._check)
         return future
-
-    def _learn_marking(self, event: CloudEvent) -> None:
-        stix = event.data.get("stix") if isinstance(event.data, dict) else None
-        if isinstance(stix, dict) and (level := tlp_of_marking(stix)) is not None:
-            self.markings[str(stix["id"])] = level
 
     def _check(self, future: _Commit) -> None:
         if future.cancelled() or future.exception() is not None:

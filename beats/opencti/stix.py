@@ -6,13 +6,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "NEUTRAL",
     "OCTI_EXTENSION",
     "STANDARD_TLP_IDS",
     "TLP2_EXTENSION",
     "TLP_LEVELS",
     "channel_for",
-    "highest_tlp",
-    "tlp_of_marking",
+    "marking_level",
+    "marking_refs",
+    "tlp_of_refs",
 ]
 
 OCTI_EXTENSION = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
@@ -87,20 +89,37 @@ def channel_for(stix_type: str, overrides: Mapping[str, str]) -> str:
     return overrides.get(stix_type) or DEFAULT_CHANNELS.get(stix_type, "entities")
 
 
-def tlp_of_marking(marking: Mapping[str, Any]) -> str | None:
-    """The TLP level a ``marking-definition`` object stands for, if it is a TLP marking."""
-    if marking.get("type") != "marking-definition":
-        return None
-    known = STANDARD_TLP_IDS.get(str(marking.get("id")))
-    if known:
-        return known
+NEUTRAL = "none"
+"""The level of a marking that does not restrict who may receive an object: PAP (what the
+recipient may *do* with it) and STIX ``statement`` markings (copyright, terms of use)."""
+_NEUTRAL_TYPES = frozenset({"pap", "statement"})
+
+
+def marking_level(marking: Mapping[str, Any]) -> str:
+    """What a marking definition stands for: a TLP level, :data:`NEUTRAL`, or ``red`` for any
+    other kind (a custom marking restricts its objects to its holders; the gateway cannot prove
+    a token holds it). ``marking`` is a STIX ``marking-definition`` object as the stream sends
+    it, or a ``MarkingDefinition`` node of OpenCTI's GraphQL API (``standard_id``,
+    ``definition_type``, ``definition``)."""
+    for key in ("standard_id", "id"):
+        known = STANDARD_TLP_IDS.get(str(marking.get(key)))
+        if known:
+            return known
+    kind = str(marking.get("definition_type") or "").strip().lower()
+    if kind in _NEUTRAL_TYPES:
+        return NEUTRAL
+    level = _tlp_named(marking)
+    if level is not None and kind in ("", "tlp"):
+        return level
+    return "red"
+
+
+def _tlp_named(marking: Mapping[str, Any]) -> str | None:
     definition = marking.get("definition")
-    tlp2 = _extension(marking, TLP2_EXTENSION).get("tlp_2_0")
     candidates = [
-        tlp2,
+        _extension(marking, TLP2_EXTENSION).get("tlp_2_0"),
         marking.get("name"),
         definition.get("tlp") if isinstance(definition, dict) else definition,
-        marking.get("definition_type"),
     ]
     for candidate in candidates:
         if isinstance(candidate, str):
@@ -117,8 +136,56 @@ def _extension(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def highest_tlp(refs: Iterable[Any], known: Mapping[str, str]) -> str | None:
-    """The most restrictive TLP among ``object_marking_refs`` (``None``: no TLP marking)."""
-    levels = [known.get(ref) or STANDARD_TLP_IDS.get(ref) for ref in refs if isinstance(ref, str)]
-    ranked = [TLP_LEVELS.index(level) for level in levels if level in TLP_LEVELS]
-    return TLP_LEVELS[max(ranked)] if ranked else None
+def marking_refs(value: Any) -> set[str]:
+    """Every marking id anywhere in ``value`` (an event, its context, previous version, merge
+    sources, deletions, patches): values of keys ending in ``marking_refs`` (STIX
+    ``object_marking_refs``, OpenCTI's ``source_object_marking_refs`` ...) or ``marking_ref``
+    (granular markings), ``related_restrictions.markings``, and the values of JSON-patch
+    operations whose path names a marking (an ``object_marking_refs`` entry added or replaced).
+    Iterative: the depth of ``value`` does not matter."""
+    found: set[str] = set()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _names_markings(key, item):
+                    found.update(_strings(child))
+                if isinstance(child, dict | list):
+                    stack.append(child)
+    return found
+
+
+def _names_markings(key: Any, container: Mapping[str, Any]) -> bool:
+    if not isinstance(key, str):
+        return False
+    if key.endswith("marking_refs") or key == "marking_ref":
+        return True
+    if key == "markings":  # OpenCTI's related_restrictions, and 4.x events' top level
+        return True
+    path = container.get("path")
+    return key == "value" and isinstance(path, str) and "marking" in path
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def tlp_of_refs(refs: Iterable[Any], known: Mapping[str, str]) -> str:
+    """The most restrictive TLP among marking ids: standard ids first, then ``known`` (ids the
+    stream or the platform described); an unknown id counts as ``red``; neutral markings (PAP,
+    statements) do not count; no restricting marking at all is ``clear`` (OpenCTI shows an
+    unmarked object to every user)."""
+    rank = 0
+    for ref in refs:
+        level = STANDARD_TLP_IDS.get(str(ref)) or known.get(str(ref)) or "red"
+        if level == NEUTRAL:
+            continue
+        rank = max(rank, TLP_LEVELS.index(level) if level in TLP_LEVELS else len(TLP_LEVELS) - 1)
+    return TLP_LEVELS[rank]

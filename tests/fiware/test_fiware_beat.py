@@ -290,7 +290,7 @@ async def test_bad_writeback_bodies_are_refused_and_counted(
     tmp_path: Path, orion: tuple[str, Any]
 ) -> None:
     url, _ = orion
-    beat = fiware_beat(tmp_path, url, max_body_bytes=1000)
+    beat = fiware_beat(tmp_path, url, max_body_bytes=1000, writeback_open=True)
     async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
         empty = await client.post("/writeback")
         garbage = await client.post("/writeback", content=b"\xff{not json")
@@ -344,7 +344,7 @@ async def test_remove_subscriptions_on_shutdown_and_ld_writeback(
     tmp_path: Path, orion: tuple[str, Any]
 ) -> None:
     url, broker = orion
-    settings_options = {"ngsi": "ld", "remove_subscriptions": True}
+    settings_options = {"ngsi": "ld", "remove_subscriptions": True, "writeback_open": True}
     beat = fiware_beat(tmp_path, url, **settings_options)
     async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
         await subscribed(beat)
@@ -364,3 +364,28 @@ async def test_remove_subscriptions_on_shutdown_and_ld_writeback(
     assert isinstance(keeper, SubscriptionKeeper)
     await keeper.remove()
     assert broker.subscriptions == {}
+
+
+async def test_writeback_needs_a_token_unless_started_open(
+    tmp_path: Path, orion: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = orion
+    update = [{"id": "Room:1", "type": "Room", "prediction": {"type": "Number", "value": 1}}]
+    closed = fiware_beat(tmp_path / "closed", url)
+    async with run_beat(closed) as base, httpx.AsyncClient(base_url=base) as client:
+        anonymous = await client.post("/writeback", json=update)
+        guessed = await client.post(
+            "/writeback", json=update, headers={"Authorization": "Bearer x"}
+        )
+    assert anonymous.status_code == guessed.status_code == 403
+    assert "--writeback-token" in anonymous.json()["error"]
+    assert closed.metrics.source_errors.labels("writeback")._value.get() == 2
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/v2/entities/Room:1")).status_code == 404  # nothing written
+    caplog.clear()
+    opened = fiware_beat(tmp_path / "open", url, writeback_open=True)
+    async with run_beat(opened) as base, httpx.AsyncClient(base_url=base) as client:
+        written = await client.post("/writeback", json=update)
+    assert written.status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("--writeback-open" in message for message in warnings)

@@ -36,7 +36,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
     orion = ServiceProcess(["emulate", "orion"], port=free_port(), log=workdir / "orion.log")
     port = free_port()
     fiware = ServiceProcess(
-        ["run", "fiware", "--orion-url", orion.base, "--notify-secret", SECRET,
+        ["run", "fiware", "--orion-url", orion.base, "--notify-secret", SECRET, "--writeback-open",
          "--notify-url", f"http://127.0.0.1:{port}/notify", "--data-dir", str(workdir / "fiware"),
          "--max-body-bytes", "65536", "--log-level", "error"],
         port=port, log=workdir / "fiware.log",

@@ -94,10 +94,24 @@ def test_tlp_ceiling_order() -> None:
 
 def test_authenticator_sources_and_scopes(tmp_path: Path) -> None:
     auth = Authenticator(load_tokens(write_tokens(tmp_path / "t.yaml")))
-    assert auth.presented({"authorization": f"Bearer {ADMIN}"}, {}, {}) == ADMIN
-    assert auth.presented({}, {"access_token": "q"}, {"access_token": "c"}) == "q"
-    assert auth.presented({}, {}, {"access_token": "c"}) == "c"
-    assert auth.presented({"authorization": "Basic xyz"}, {}, {}) is None
+    assert auth.presented([f"Bearer {ADMIN}"], [], []) == ADMIN
+    assert auth.presented([], ["q"], []) == "q"
+    assert auth.presented([], [], ["theme=dark; access_token=c"]) == "c"
+    assert auth.presented([], [], ['access_token="c"']) == "c"
+    assert auth.presented(["Basic xyz"], [], []) is None
+    # the same token in several places is one presentation; two tokens are refused
+    assert auth.presented(["Bearer t"], ["t"], ["access_token=t"]) == "t"
+    conflicts: list[tuple[list[str], list[str], list[str]]] = [
+        (["Bearer a", "Bearer b"], [], []),
+        ([], ["a", "b"], []),
+        ([], [], ["access_token=a", "access_token=b"]),
+        (["Bearer a"], ["b"], []),
+        ([], ["a"], ["access_token=b"]),
+    ]
+    for conflicting in conflicts:
+        with pytest.raises(AuthError) as refused:
+            auth.presented(*conflicting)
+        assert refused.value.status == 400 and refused.value.error == "invalid_request"
     reader = auth.authenticate(CHANNEL)
     assert reader.name == "channel-reader"
     assert reader.allows("hivemq", "c") and not reader.allows("hivemq")
@@ -189,9 +203,10 @@ async def _grants(http: httpx.AsyncClient, base: str) -> None:
     assert [m.id for m in by_cookie] == ["4", "5"]
     beats = (await http.get(f"{base}/beats", headers={"Authorization": f"Bearer {CHANNEL}"})).json()
     assert [b["name"] for b in beats["beats"]] == ["hivemq"]
-    # the analyst's ceiling is amber: red and amber+strict are hidden, unmarked events shown
-    seen = await read_sse(f"{base}/streams/opencti?last_event_id=0&access_token={AMBER}", count=4)
-    assert [m.json().get("tlp") for m in seen] == ["green", None, "amber", "clear"]
+    # the analyst's ceiling is amber: red and amber+strict are hidden, and so is an OpenCTI
+    # event without tlp (it counts as red)
+    seen = await read_sse(f"{base}/streams/opencti?last_event_id=0&access_token={AMBER}", count=3)
+    assert [m.json().get("tlp") for m in seen] == ["green", "amber", "clear"]
     everything = await read_sse(
         f"{base}/streams/opencti?last_event_id=0&access_token={ADMIN}", count=6
     )

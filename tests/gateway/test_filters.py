@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from gateway.filters import All, FilterError, Match, Not, matches, parse_filter_json, parse_query
+from gateway.filters import (
+    MAX_CONDITIONS,
+    MAX_FILTER_CHARS,
+    All,
+    FilterError,
+    Match,
+    Not,
+    matches,
+    parse_filter_json,
+    parse_query,
+)
 from gateway.filters import Any as AnyOf
 
 READING: dict[str, Any] = {
@@ -110,3 +121,20 @@ def test_json_filter_combines_with_query_parameters() -> None:
 def test_bad_filters_say_what_is_wrong(params: list[tuple[str, str]], message: str) -> None:
     with pytest.raises(FilterError, match=message.replace(".", r"\.").replace("*", r"\*")):
         parse_query(params)
+
+
+def test_filter_size_and_depth_are_bounded_before_decoding() -> None:
+    for bomb in ("[" * 3000, "[" * 40 + "]" * 40, '{"not":' * 30 + "{}" + "}" * 30):
+        with pytest.raises(FilterError, match="nested deeper"):
+            parse_filter_json(bomb)
+    with pytest.raises(FilterError, match="longer than"):
+        parse_filter_json("[" + " " * MAX_FILTER_CHARS + "]")
+    # brackets and escaped quotes inside strings are not nesting
+    text = json.dumps([{"exact": {"subject": '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["\\'}}])
+    assert matches(
+        parse_filter_json(text), {"subject": '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["\\'}
+    )
+    with pytest.raises(FilterError, match="more than"):
+        parse_query([("any.exact.type", str(n)) for n in range(MAX_CONDITIONS + 1)])
+    with pytest.raises(FilterError, match="exceed"):
+        parse_query([("exact.type", "x" * (MAX_FILTER_CHARS + 1))])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from beats.opencti.frames import Frame
 from beats.opencti.normalize import MAX_DEPTH, normalize
-from beats.opencti.stix import STANDARD_TLP_IDS, highest_tlp, tlp_of_marking
+from beats.opencti.stix import NEUTRAL, STANDARD_TLP_IDS, marking_level, marking_refs, tlp_of_refs
 from common.normalize import Rejected
 from tests.support import fuzz_examples
 
@@ -84,8 +84,12 @@ def test_lifted_fields_and_tlp() -> None:
     assert relation.data["opencti"]["target_type"] == "Malware"
     assert relation.model_extra is not None and relation.model_extra["tlp"] == "red"
     (observable,) = normalize(frame("observable_unmarked"), source=SOURCE)
-    assert observable.model_extra is not None and "tlp" not in observable.model_extra
+    assert observable.model_extra is not None and observable.model_extra["tlp"] == "clear"
+    # OpenCTI's fixture marks its report with AMBER+STRICT and a marking of its own
     (report,) = normalize(frame("report_with_marking"), source=SOURCE)
+    assert report.model_extra is not None and report.model_extra["tlp"] == "red"  # unknown
+    own = {"marking-definition--907bb632-e3c2-52fa-b484-cf166a7d377c": NEUTRAL}
+    (report,) = normalize(frame("report_with_marking"), source=SOURCE, markings=own)
     assert report.model_extra is not None and report.model_extra["tlp"] == "amber+strict"
 
 
@@ -136,20 +140,54 @@ def test_tlp_markings_of_both_versions_and_from_the_stream() -> None:
     assert set(STANDARD_TLP_IDS.values()) == {"clear", "green", "amber", "amber+strict", "red"}
     assert sum(level == "clear" for level in STANDARD_TLP_IDS.values()) == 2
     (dependency,) = normalize(frame("dependency_marking"), source=SOURCE)
-    assert tlp_of_marking(dependency.data["stix"]) == "amber"
+    assert marking_level(dependency.data["stix"]) == "amber"
     custom = {
         "type": "marking-definition",
         "id": "marking-definition--custom-1",
         "definition_type": "TLP",
         "name": "TLP:AMBER+STRICT",
     }
-    assert tlp_of_marking(custom) == "amber+strict"
-    assert tlp_of_marking({"type": "marking-definition", "definition": {"tlp": "white"}}) == "clear"
-    assert tlp_of_marking({"type": "indicator", "name": "TLP:RED"}) is None
-    known = {"marking-definition--custom-1": "amber+strict"}
-    assert highest_tlp(["marking-definition--custom-1"], known) == "amber+strict"
-    assert highest_tlp(["marking-definition--unknown"], {}) is None
-    assert highest_tlp(["x"], {"x": "not-a-level"}) is None
+    assert marking_level(custom) == "amber+strict"
+    assert marking_level({"type": "marking-definition", "definition": {"tlp": "white"}}) == "clear"
+    # OpenCTI's GraphQL nodes: standard_id, definition_type, definition
+    node = {"standard_id": "m--x", "definition_type": "TLP", "definition": "TLP:GREEN"}
+    assert marking_level(node) == "green"
+    assert marking_level({"definition_type": "PAP", "definition": "PAP:RED"}) == NEUTRAL
+    assert marking_level({"definition_type": "statement", "definition": "(c) ACME"}) == NEUTRAL
+    # a custom kind, or a TLP name under another kind, restricts: red
+    assert marking_level({"definition_type": "CONFIDENTIAL", "definition": "ACME only"}) == "red"
+    assert marking_level({"definition_type": "ORG", "definition": "TLP:GREEN"}) == "red"
+    assert marking_level({"type": "marking-definition", "name": "TLP:PINK"}) == "red"
+    known = {"marking-definition--custom-1": "amber+strict", "marking-definition--pap": NEUTRAL}
+    assert tlp_of_refs(["marking-definition--custom-1"], known) == "amber+strict"
+    assert tlp_of_refs(["marking-definition--unknown"], {}) == "red"
+    assert tlp_of_refs(["x"], {"x": "not-a-level"}) == "red"
+    assert tlp_of_refs([], {}) == "clear"
+    assert tlp_of_refs(["marking-definition--pap"], known) == "clear"
+    green = "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da"
+    # a standard id keeps its level whatever the stream claimed for it
+    assert tlp_of_refs([green], {green: "red"}) == "green"
+
+
+def test_marking_refs_are_found_everywhere_an_event_carries_them() -> None:
+    event = {
+        "data": {"object_marking_refs": ["a"], "granular_markings": [{"marking_ref": "b"}]},
+        "context": {
+            "sources": [{"object_marking_refs": ["c"]}],
+            "deletions": [{"extensions": {"x": {"source_object_marking_refs": ["d"]}}}],
+            "reverse_patch": [
+                {"op": "add", "path": "/object_marking_refs/1", "value": "e"},
+                {"op": "replace", "path": "/object_marking_refs", "value": ["f"]},
+                {"op": "add", "path": "/description", "value": "g"},
+            ],
+            "related_restrictions": {"markings": ["h"]},
+        },
+    }
+    assert marking_refs(event) == {"a", "b", "c", "d", "e", "f", "h"}
+    deep: object = {"object_marking_refs": ["z"]}
+    for _ in range(5000):
+        deep = [deep]
+    assert marking_refs(deep) == {"z"}
 
 
 @pytest.mark.parametrize("kind", ["connected", "heartbeat", "sync"])

@@ -9,10 +9,13 @@ header) or ``Last-Event-ID``: ``0``/``0-0`` the beginning, an id resumes after i
 that time, absent "from now". Live streams also take ``recover`` (``recover-date``),
 ``listen-delete``, ``with-inferences`` and ``delay`` (``event-delay``).
 
+``POST /graphql``: OpenCTI's GraphQL API, its ``markingDefinitions`` query (:mod:`.graphql`).
+
 Test and demo hooks, not OpenCTI's: ``drop_every``; a generated scenario (``scenario_rate``);
 the Python API (``app.state.opencti``, :class:`OpenctiEmulator`) and its HTTP form
 ``POST /admin/events`` (events, or raw malformed frames; ``shared_id``),
-``POST /admin/streams/{id}`` (create; ``public``), ``POST /admin/streams/{id}/stop|start``,
+``POST /admin/markings`` (platform-only marking definitions), ``POST /admin/streams/{id}``
+(create; ``public``), ``POST /admin/streams/{id}/stop|start``,
 ``DELETE /admin/streams/{id}``.
 """
 
@@ -49,6 +52,9 @@ class EmulatorSettings(CommandSettings):
     drop_every: int | None = Field(None, description="Close connections every N data frames.")
     trimming: int = Field(
         0, ge=0, description="Keep at most N stream entries, as OpenCTI's redis:trimming (0: all)."
+    )
+    graphql: bool = Field(
+        True, description="Serve POST /graphql (markingDefinitions); off: a platform without it."
     )
     log_level: str = Field("info", description="Log level.")
 

@@ -20,6 +20,7 @@ from beats.opencti.emulator.core import (
     OpenctiEmulator,
     StreamStore,
 )
+from beats.opencti.emulator.graphql import run_query
 from beats.opencti.frames import start_position
 from beats.opencti.scenario import Scenario
 from common.http import serve_emulator
@@ -44,6 +45,7 @@ def create_app(
     scenario_seed: int | None = None,
     live_streams: Iterable[str] = (),
     trimming: int = 0,
+    graphql: bool = True,
 ) -> FastAPI:
     """The OpenCTI live-stream emulator as an ASGI app; ``app.state.opencti`` is its
     :class:`OpenctiEmulator` (append events, start/stop/delete live streams from Python).
@@ -52,7 +54,8 @@ def create_app(
     exist, started, from the beginning (besides the built-in ``live``); ``drop_every`` closes
     every connection after that many data frames; ``scenario_rate`` > 0 appends generated
     events (:class:`Scenario`, seeded with ``scenario_seed``) at that many per second;
-    ``trimming`` bounds the stream (:class:`StreamStore`)."""
+    ``trimming`` bounds the stream (:class:`StreamStore`); ``graphql`` False leaves out
+    ``POST /graphql`` (a platform whose API the beat cannot use)."""
     emulator = OpenctiEmulator(token=token, store=StreamStore(trimming=trimming))
     for stream_id in live_streams:
         emulator.collections.setdefault(stream_id, Collection(stream_id))
@@ -73,8 +76,23 @@ def create_app(
     app.state.opencti = emulator
     options = {"heartbeat_interval": heartbeat_interval, "drop_every": drop_every}
     _streams(app, emulator, options)
+    if graphql:
+        _graphql(app, emulator)
     _admin(app, emulator)
     return app
+
+
+def _graphql(app: FastAPI, emulator: OpenctiEmulator) -> None:
+    @app.post("/graphql")
+    async def graphql_api(request: Request) -> Response:
+        """OpenCTI's GraphQL API, its ``markingDefinitions`` query (see :mod:`.graphql`)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        authenticated = request.headers.get("authorization") == f"Bearer {emulator.token}"
+        status, answer = await run_query(body, emulator.markings(), authenticated=authenticated)
+        return JSONResponse(answer, status_code=status)
 
 
 def _refused(status: int, message: str) -> Response:
@@ -160,6 +178,13 @@ def _admin(app: FastAPI, emulator: OpenctiEmulator) -> None:
         frames = [(e.kind or str((e.data or {}).get("type", "create")), _text(e)) for e in events]
         ids = await emulator.store.append(frames, shared_id=shared_id)
         return {"ids": [str(i) for i in ids]}
+
+    @app.post("/admin/markings")
+    async def add_markings(markings: list[dict[str, Any]]) -> dict[str, Any]:
+        """Marking definitions the platform holds without sending them on the stream."""
+        for marking in markings:
+            emulator.add_marking(marking)
+        return {"markings": len(emulator.markings())}
 
     @app.post("/admin/streams/{stream_id}")
     async def create_stream(stream_id: str, public: bool = False) -> dict[str, Any]:

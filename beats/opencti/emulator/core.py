@@ -206,6 +206,17 @@ class OpenctiEmulator:
         (entry_id,) = await self.store.append([(kind, data)])
         return entry_id
 
+    def markings(self) -> list[dict[str, Any]]:
+        """The platform's marking definitions (what ``markingDefinitions`` lists)."""
+        objects = self.store.objects.values()
+        return [stix for stix in objects if stix.get("type") == "marking-definition"]
+
+    def add_marking(self, stix: dict[str, Any]) -> None:
+        """A marking definition the platform holds without it being on the stream."""
+        if stix.get("type") != "marking-definition" or not isinstance(stix.get("id"), str):
+            raise ValueError("a marking definition is a STIX marking-definition with an id")
+        self.store.objects[stix["id"]] = stix
+
     async def create_stream(self, stream_id: str, *, public: bool = False) -> Collection:
         collection = Collection(stream_id, started=True, public=public)
         self.collections[stream_id] = collection
