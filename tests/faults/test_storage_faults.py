@@ -92,6 +92,10 @@ async def test_a_zero_length_database_loses_its_events_loudly_and_reuses_no_sequ
     }  # fmt: skip
     assert ns(resumed) == [50, 51, 52, 53, 54]
     assert [int(m.id) for m in resumed[1:]] == list(range(51, 56)), "a sequence was reused"
+    described = beats("log", "info", "--data-dir", str(tmp_path / "data"))  # beside the beat
+    (info,) = json.loads(described.stdout)
+    assert info["ranges"] == [[0, 50, "lost"]] and info["events"]["count"] == 5
+    assert info["mark"]["generation"] == info["generation"] and info["high_water"] == 55
     caught_up = await events(beat.base, 50, until_n=54)  # a client that had everything
     assert caught_up[0].event != "beats.gap" and ns(caught_up) == list(range(50, 55))
 

@@ -51,8 +51,12 @@ async def test_beats_status_readiness_and_metrics(
         run_gateway(settings) as (_, base),
         httpx.AsyncClient(base_url=base) as http,
     ):
+        async def polled() -> bool:  # the first poll of every beat has to happen first
+            return (await http.get("/readyz")).status_code == 200
+
+        await eventually(polled, what="the gateway's first poll")
         live = await http.get("/readyz")
-        assert live.status_code == 200 and live.json()["beats"]["gone"]["reachable"] is False
+        assert live.json()["beats"]["gone"]["reachable"] is False
         for first in range(0, 40, 10):
             await beat.pipeline.commit(make_events(10, start=first, channel="ch"))
         await read_sse(f"{base}/streams/test?last_event_id=0", count=40)
