@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -73,9 +74,9 @@ def fiware_router(
         if len(body) > settings.max_body_bytes:
             return JSONResponse({"error": f"body over {settings.max_body_bytes} bytes"}, 413)
         pipeline.received()
-        notification = Notification(body, dict(request.headers))
+        notification = Notification(body, dict(request.headers), received_at=datetime.now(UTC))
         try:
-            events = normalize(notification, source=source)
+            events = normalize(notification, source=source, value_names=keeper.value_names)
         except Rejected as rejected:
             context = {
                 "headers": {
