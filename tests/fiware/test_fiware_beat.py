@@ -203,6 +203,7 @@ async def test_values_names_survive_a_restart_of_the_beat(
     second = fiware_beat(tmp_path, url, **options)
     async with run_beat(second) as base:
         await subscribed(second)
+        assert isinstance(second.source, SubscriptionKeeper)
         assert second.source.states["default"]["status"] == "active"
         await call(url, "POST", "/v2/entities", json=room(2, 19.5))
         (message,) = await read_sse(f"{base}/events?last_event_id=0", count=1)
@@ -423,7 +424,7 @@ async def test_remove_subscriptions_on_shutdown_and_ld_writeback(
     tmp_path: Path, orion: tuple[str, Any]
 ) -> None:
     url, broker = orion
-    settings_options = {"ngsi": "ld", "remove_subscriptions": True}
+    settings_options: dict[str, Any] = {"ngsi": "ld", "remove_subscriptions": True}
     beat = fiware_beat(tmp_path, url, **settings_options)
     async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
         await subscribed(beat)
