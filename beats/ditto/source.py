@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -211,7 +212,7 @@ class DittoSource:
             message = json.loads(text)
             if not isinstance(message, dict):
                 raise Rejected("Ditto message is not a JSON object")
-            events = normalize(message, source=self.http_url)
+            events = normalize(message, source=self.http_url, received_at=datetime.now(UTC))
         except (ValueError, Rejected) as exc:
             reason = exc.reason if isinstance(exc, Rejected) else f"not JSON: {exc}"
             return [pipeline.rejected(raw=text, reason=reason, source=self.ws_url)]
