@@ -49,7 +49,7 @@ __all__ = [
 JS_DIR = Path(__file__).parent / "js"
 INT32 = (-(2**31), 2**31 - 1)
 Record = dict[str, Any]
-_SCHEMA_LINE = re.compile(r"const schema\d+ = (\{\"\$schema\".*?\});\n")
+_SCHEMA_LINE = re.compile(r'const schema\d+ = (\{\s*"\$schema".*?\});\n')
 _DATA = frozenset({"data", "data_base64"})
 
 
