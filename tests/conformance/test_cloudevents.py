@@ -189,7 +189,8 @@ async def test_ditto_events_conform(tmp_path: Path, kafka: KafkaBroker) -> None:
 
 
 async def test_opencti_events_conform(tmp_path: Path, kafka: KafkaBroker) -> None:
-    from tests.opencti.test_opencti_beat import TOKEN, add, opencti_beat
+    from tests.opencti.conftest import TOKEN
+    from tests.opencti.test_opencti_beat import add, opencti_beat
 
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(
