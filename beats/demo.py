@@ -241,6 +241,7 @@ def _orion_emulator(settings: DemoSettings) -> OrionEmulatorSettings:
         port=settings.orion_emulator_port,
         scenario=True,
         scenario_interval=settings.city_interval,
+        ld_mode="default",  # Orion-LD as it ships (no -experimental)
     )
 
 

@@ -29,8 +29,10 @@ messages, ``direction`` (``inbox``: to the thing, ``outbox``: from it).
 
 ``subject`` = ``partitionkey`` = the thing id. A ``_/_/…`` topic (about no particular thing) has
 no ``subject`` and the partition key ``_:_``. ``time`` = Ditto's ``timestamp`` (top level, else
-the message header). Ids are stable across redelivery: ``<thing>@<revision>/<action>/<channel>``
-for events, ``<thing>/<type>/<correlation-id>`` for the rest, else a digest of the frame.
+the message header), else when the beat received it. Ids are stable across redelivery:
+``<thing>@<revision>/<action>/<channel>`` for events, ``<thing>/<type>/<correlation-id>/<digest>``
+for the rest (the digest of the whole frame), ``<thing>/<type>/<digest>`` without a
+correlation-id.
 """
 
 from __future__ import annotations
@@ -48,19 +50,21 @@ from beats.ditto.protocol import (
     parse_envelope,
 )
 from common.envelope import CloudEvent, new_event
+from common.jsonsafe import MAX_DEPTH, too_deep
 from common.normalize import Rejected, parse_time
 
 __all__ = ["MAX_DEPTH", "WILDCARD_KEY", "normalize", "snapshot_event"]
 
 BEAT = "ditto"
-MAX_DEPTH = 64
-"""Deeper JSON is rejected: no real twin nests that far, and serialisers have limits."""
 WILDCARD_KEY = "_:_"
 _IGNORED = frozenset({"search", "acks", "announcements", "streaming"})
 
 
-def normalize(message: Mapping[str, Any], *, source: str) -> list[CloudEvent]:
-    """One decoded Ditto Protocol frame → zero or one CloudEvent; ``Rejected`` if malformed."""
+def normalize(
+    message: Mapping[str, Any], *, source: str, received_at: datetime | None = None
+) -> list[CloudEvent]:
+    """One decoded Ditto Protocol frame → zero or one CloudEvent; ``Rejected`` if malformed.
+    ``received_at`` is the event ``time`` when the frame has no ``timestamp``."""
     if not isinstance(message, Mapping):
         raise Rejected("Ditto message is not a JSON object")
     try:
@@ -85,7 +89,7 @@ def normalize(message: Mapping[str, Any], *, source: str) -> list[CloudEvent]:
             subject=thing_id,
             partitionkey=thing_id or WILDCARD_KEY,
             id=_event_id(envelope, event_type),
-            time=parse_time(envelope.timestamp or envelope.header("timestamp")),
+            time=parse_time(envelope.timestamp or envelope.header("timestamp")) or received_at,
             data=data,
         )
     ]
@@ -160,27 +164,26 @@ def _path_parts(path: str) -> dict[str, Any]:
 
 
 def _event_id(envelope: Envelope, event_type: str) -> str:
+    """Twin and live events: ``<thing>@<revision>/<action>/<channel>``. Everything else
+    (messages, responses, commands, errors): ``<thing>/<type>/<correlation-id>/<digest>``, the
+    digest of the whole frame (topic, path, headers, value, status, …): two different frames
+    sharing a correlation-id (a question and its answer, or a client reusing one) get two ids, a
+    frame seen again gets the same one."""
     topic = envelope.topic
     thing = topic.thing_id or WILDCARD_KEY
     if topic.criterion == "events" and envelope.revision is not None:
         return f"{thing}@{envelope.revision}/{topic.rest}/{topic.channel or 'twin'}"
+    text = json.dumps(envelope.raw, sort_keys=True, default=str, ensure_ascii=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     correlation = envelope.header("correlation-id")
     if isinstance(correlation, str) and correlation:
-        return f"{thing}/{event_type}/{correlation}"
-    text = json.dumps(envelope.raw, sort_keys=True, default=str, ensure_ascii=False)
-    return f"{thing}/{event_type}/{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        return f"{thing}/{event_type}/{correlation}/{digest[:16]}"
+    return f"{thing}/{event_type}/{digest[:32]}"
 
 
 def _check_depth(value: Any) -> None:
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise Rejected(f"Ditto message nests deeper than {MAX_DEPTH} levels")
-        if isinstance(node, Mapping):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+    if too_deep(value, MAX_DEPTH):
+        raise Rejected(f"Ditto message nests deeper than {MAX_DEPTH} levels")
 
 
 def snapshot_event(

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -212,12 +213,13 @@ class DittoSource:
             _log.info("ditto: control message %r", text[:200])
             return []
         pipeline.received()
+        received_at = datetime.now(UTC)
 
         def parse() -> list[CloudEvent]:
             message = loads(frame, what="Ditto message")
             if not isinstance(message, dict):
                 raise Rejected("Ditto message is not a JSON object")
-            return normalize(message, source=self.http_url)
+            return normalize(message, source=self.http_url, received_at=received_at)
 
         events = pipeline.guarded(parse, raw=frame, source=self.ws_url)
         self.seen.update(str(e.subject) for e in events if e.subject)

@@ -7,6 +7,13 @@ Formats: ``normalized`` (every attribute typed), ``keyValues`` (Orion-LD calls i
 bare value, a relationship ``{"object": …}``, a property with sub-properties ``{"value": …, …}``,
 a GeoProperty its bare GeoJSON, a LanguageProperty ``{"languageMap": …}``). A list of attribute
 objects is a multi-attribute (instances told apart by ``datasetId``).
+
+GeoJSON notifications (``endpoint.accept: application/geo+json``; Orion-LD's
+``ngsild_geojson-format-in-notifications*.test`` and ``kjGeojsonEntityTransform.cpp``): ``data``
+is a ``FeatureCollection``; each ``Feature`` is one entity: ``id``, ``geometry`` (the entity's
+``location`` — or the subscription's ``geometryProperty`` — as bare GeoJSON, ``null`` when the
+entity has none), ``properties`` (the attributes in the subscription's format, plus the entity
+``type``) and, without a ``Link`` header, ``@context``.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from beats.fiware.shape import entity_views, is_geojson
+from common.normalize import Rejected
 
-__all__ = ["LD_FORMATS", "guess_format", "ld_entity"]
+__all__ = ["LD_FORMATS", "feature_entity", "features", "guess_format", "ld_entity"]
 
 LD_FORMATS = {
     "normalized": "normalized",
@@ -139,3 +147,26 @@ def ld_entity(entity: Mapping[str, Any], fmt: str) -> dict[str, Any]:
         "attributes": attributes,
         **entity_views(attributes),
     }
+
+
+def features(data: Any) -> list[Any] | None:
+    """The features of a GeoJSON notification's ``data``; ``None`` when it is not one."""
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        return None
+    found = data.get("features")
+    if not isinstance(found, list):
+        raise Rejected("a GeoJSON notification's FeatureCollection has no 'features' list")
+    return found
+
+
+def feature_entity(feature: Any) -> tuple[dict[str, Any], Any]:
+    """One ``Feature`` → (the entity it stands for, its ``geometry``)."""
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise Rejected("a GeoJSON notification holds something that is not a Feature")
+    properties = feature.get("properties")
+    if not isinstance(properties, dict):
+        raise Rejected("a GeoJSON Feature has no 'properties' object")
+    entity = {"id": feature.get("id"), **{k: v for k, v in properties.items() if k != "id"}}
+    if "@context" in feature:
+        entity["@context"] = feature["@context"]
+    return entity, feature.get("geometry")

@@ -1,32 +1,47 @@
-"""Orion (NGSI v2) and NGSI-LD notifications → CloudEvents. Pure (no I/O) and total: bad input
-raises :class:`~common.normalize.Rejected`, nothing else. One event per entity, one data shape for
-v2 and LD (:mod:`beats.fiware.shape`, :mod:`beats.fiware.ngsi_v2`, :mod:`beats.fiware.ngsi_ld`).
+"""Orion (NGSI v2, NGSIv1) and NGSI-LD notifications → CloudEvents. Pure (no I/O) and total: bad
+input raises :class:`~common.normalize.Rejected`, nothing else. One event per entity, one data
+shape for every API (:mod:`beats.fiware.shape`, :mod:`beats.fiware.ngsi_v2`,
+:mod:`beats.fiware.ngsi_ld`, :mod:`beats.fiware.ngsi_v1`).
 
-**Format detection**, first match wins; header names in any case (Orion sends
-``Fiware-Servicepath``, ``Ngsiv2-AttrsFormat``; Orion-LD ``Ngsild-Tenant``):
+**API detection**, per notification, strongest evidence first; header names in any case (Orion
+sends ``Fiware-Servicepath``, ``Ngsiv2-AttrsFormat``; Orion-LD ``Ngsild-Tenant``):
 
 1. ``Ngsiv2-AttrsFormat: custom`` — an ``httpCustom`` ``payload``/``json`` notification: one raw
    event keeping the body losslessly;
-2. ``Ngsiv2-AttrsFormat`` with a v2 format (``normalized``, ``keyValues``, ``values``,
-   ``simplifiedNormalized``, ``simplifiedKeyValues``) — v2 (also Orion-LD's cross-API formats);
-3. ``Ngsild-Attribute-Format`` (``Normalized``, ``Simplified``/``keyValues``, ``Concise``), an
-   ``application/ld+json`` content type or a JSON-LD ``Link`` header — NGSI-LD;
-4. the body: ``"type": "Notification"``, ``@context`` or ``notifiedAt`` → LD (format guessed per
-   entity); ``{"data": [...]}`` → v2 (format guessed); a bare entity → v2 ``simplified*``.
+2. NGSI-LD by transport: an ``application/ld+json`` or ``application/geo+json`` content type, a
+   JSON-LD ``Link`` header or an ``Ngsild-Attribute-Format`` header;
+3. ``Ngsiv2-AttrsFormat: simplifiedNormalized|simplifiedKeyValues`` — the body is a bare v2
+   entity (only Orion sends these formats, and an entity may be of any type, ``Notification``
+   included);
+4. the body: ``contextResponses`` → NGSIv1 (``attrsFormat: legacy``, Orion 3.x and older);
+   ``"type": "Notification"``, ``notifiedAt``, ``@context`` or a GeoJSON ``FeatureCollection``
+   in ``data`` → NGSI-LD; ``{"data": [...]}`` → v2; a bare entity → v2 ``simplified*``.
+
+``Ngsiv2-AttrsFormat`` is otherwise only a hint for the *format*: Orion-LD in its default
+(non-experimental) mode sends NGSI-LD notifications with ``Ngsiv2-AttrsFormat: normalized``,
+``keyValues`` or ``concise`` (its functional tests run without ``-experimental``), Orion-LD's
+cross-API formats (``x-ngsiv2-*``) send real v2 bodies with it. The LD format comes from
+``Ngsild-Attribute-Format``, else from that hint, else it is guessed per entity.
 
 A body that is not JSON and not declared ``custom`` is rejected (the reason says so).
 
-**Events.** ``beats.fiware.entity`` on channel ``entities``, one per entity, ``data``:
-``id``, ``type``, ``ngsi`` (``v2``/``ld``), ``format``, ``tenant`` (``Fiware-Service`` /
-``NGSILD-Tenant``), ``service_path`` (v2; ``/`` when absent), ``subscription_id``,
-``notified_at`` (LD), ``notification_id`` (LD), ``correlator`` (``Fiware-Correlator``),
-``context`` (LD ``@context`` from the body, the entity or the ``Link`` header),
-``alteration_type`` (v2 built-in ``alterationType``), ``attributes``, ``values``,
-``relationships``, ``geo`` (see :mod:`beats.fiware.shape`) and ``entity`` — the entity exactly
-as the broker sent it; ``notification`` holds the other members of the body (nothing is lost).
-``subject`` = ``partitionkey`` = entity id (a ``values`` row has no id: the subscription id);
-``time`` = ``notifiedAt``, else the entity's ``dateModified``/``modifiedAt``, else the newest
-attribute modification, else the newest ``observedAt``.
+**Events.** ``beats.fiware.entity`` on channel ``entities``, one per entity (a GeoJSON
+``Feature``, an NGSIv1 context element), ``data``: ``id``, ``type``, ``ngsi`` (``v2``, ``ld`` or
+``v1``), ``format`` (``legacy`` for v1), ``tenant`` (``Fiware-Service`` / ``NGSILD-Tenant``),
+``service_path`` (v2 and v1; ``/`` when absent), ``subscription_id``, ``notified_at`` (LD),
+``notification_id`` (LD), ``correlator`` (``Fiware-Correlator``), ``context`` (LD ``@context``
+from the body, the entity or Feature, or the ``Link`` header), ``alteration_type`` (v2 built-in
+``alterationType``), ``geometry`` (a GeoJSON Feature's ``geometry``, else ``None``), ``status``
+(an NGSIv1 element's ``statusCode`` as ``{"code", "reason", "details"?}``, else ``None``),
+``attributes``, ``values``, ``relationships``, ``geo`` (see :mod:`beats.fiware.shape`) and
+``entity`` — the entity (Feature, context element) exactly as the broker sent it;
+``notification`` holds the other members of the body (nothing is lost). ``subject`` =
+``partitionkey`` = entity id (a ``values`` row has no id: the subscription id); ``time`` =
+``notifiedAt``, else the entity's ``dateModified``/``modifiedAt``, else the newest attribute
+modification, else the newest ``observedAt``, else when the beat received the notification.
+
+``values`` rows are named by ``value_names`` (the subscription's ``notification.attrs``, known
+for the subscriptions the beat created), else ``attr0``, ``attr1``, …
 
 ``beats.fiware.raw`` on channel ``raw``: a custom payload, ``data.text`` (UTF-8 text, exactly as
 received) or ``data.base64`` (anything else), plus ``json`` when the text parses as JSON,
@@ -47,29 +62,33 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from beats.fiware import ngsi_ld, ngsi_v2
+from beats.fiware import ngsi_ld, ngsi_v1, ngsi_v2
 from beats.fiware.shape import latest_time
 from common.envelope import CloudEvent, new_event
 from common.jsonsafe import MAX_DEPTH, NotJson, loads, too_deep
 from common.normalize import Rejected
 
-__all__ = ["Notification", "normalize"]
+__all__ = ["Notification", "detect_api", "normalize"]
 
 _LINK = re.compile(r"<([^>]*)>")
 _UNPARSED: Any = object()
 _SIMPLIFIED = frozenset({"simplifiedNormalized", "simplifiedKeyValues"})
+_LD_CONTENT_TYPES = ("application/ld+json", "application/geo+json")
 
 
 @dataclass(frozen=True)
 class Notification:
-    """What ``/notify`` received: the raw body, the request headers (names in any case) and,
-    optionally, the body already parsed as JSON (saves parsing it twice)."""
+    """What ``/notify`` received: the raw body, the request headers (names in any case),
+    optionally the body already parsed as JSON (saves parsing it twice) and when it arrived
+    (the events' ``time`` when the notification carries none)."""
 
     body: bytes
     headers: Mapping[str, str]
     parsed: Any = _UNPARSED
+    received_at: datetime | None = None
     _lower: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,11 +100,23 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class _Item:
+    """One entity of a notification: as sent, as shaped, its format and what only some APIs
+    carry (a Feature's ``geometry``, an NGSIv1 element's ``status``)."""
+
+    sent: Any
+    entity: Any
+    fmt: str
+    geometry: Any = None
+    status: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class _Batch:
     """One notification's entities, ready to shape: what every event of it shares."""
 
-    ld: bool
-    entities: list[tuple[Any, str]]
+    api: str
+    items: list[_Item]
     meta: dict[str, Any]
 
 
@@ -98,15 +129,14 @@ def normalize(
     """Events for one notification. ``source`` is the broker (URL or URL + subscription);
     ``value_names`` maps a subscription id to its ``notification.attrs``, to name the columns of
     the ``values`` format."""
-    v2_format = notification.header("Ngsiv2-AttrsFormat")
-    if v2_format == "custom":
+    if notification.header("Ngsiv2-AttrsFormat") == "custom":
         return [_raw_event(notification, source)]
     body = _parse(notification)
-    batch = _batch(notification, body, v2_format, value_names or {})
+    batch = _batch(notification, body, value_names or {})
     digest = hashlib.sha256(notification.body).hexdigest()
     return [
-        _entity_event(batch, entity, fmt, index, digest, source)
-        for index, (entity, fmt) in enumerate(batch.entities)
+        _entity_event(batch, item, index, digest, source, notification.received_at)
+        for index, item in enumerate(batch.items)
     ]
 
 
@@ -124,36 +154,51 @@ def _parse(notification: Notification) -> Any:
     return body
 
 
-def _is_ld(notification: Notification, v2_format: str | None, body: Any) -> bool:
-    if v2_format in ngsi_v2.V2_FORMATS:
-        return False
+def _ld_by_transport(notification: Notification) -> bool:
     content_type = (notification.header("Content-Type") or "").lower()
-    if notification.header("Ngsild-Attribute-Format") or "ld+json" in content_type:
+    if any(kind in content_type for kind in _LD_CONTENT_TYPES):
         return True
-    if "json-ld#context" in (notification.header("Link") or ""):
+    if notification.header("Ngsild-Attribute-Format"):
         return True
-    if not isinstance(body, dict):
-        return False
-    return body.get("type") == "Notification" or "@context" in body or "notifiedAt" in body
+    return "json-ld#context" in (notification.header("Link") or "")
 
 
-def _batch(
-    notification: Notification,
-    body: Any,
-    v2_format: str | None,
-    value_names: Mapping[str, list[str]],
-) -> _Batch:
+def _ld_by_body(body: Mapping[str, Any]) -> bool:
+    if body.get("type") == "Notification" or "notifiedAt" in body or "@context" in body:
+        return True
+    data = body.get("data")
+    return isinstance(data, dict) and data.get("type") == "FeatureCollection"
+
+
+def detect_api(notification: Notification, body: Any) -> str:
+    """``ld``, ``v1`` or ``v2`` for a parsed (non-custom) notification body; see the module
+    docstring for the order of the evidence."""
+    if _ld_by_transport(notification):
+        return "ld"
+    if notification.header("Ngsiv2-AttrsFormat") in _SIMPLIFIED or not isinstance(body, dict):
+        return "v2"
+    if ngsi_v1.is_v1(body):
+        return "v1"
+    return "ld" if _ld_by_body(body) else "v2"
+
+
+def _batch(notification: Notification, body: Any, value_names: Mapping[str, list[str]]) -> _Batch:
     if not isinstance(body, dict):
         raise Rejected("notification body is not a JSON object")
-    if _is_ld(notification, v2_format, body):
+    api = detect_api(notification, body)
+    if api == "ld":
         return _ld_batch(notification, body)
-    return _v2_batch(notification, body, v2_format, value_names)
+    if api == "v1":
+        return _v1_batch(notification, body)
+    return _v2_batch(notification, body, value_names)
 
 
-def _common(notification: Notification, body: Mapping[str, Any], ld: bool) -> dict[str, Any]:
+def _common(notification: Notification, body: Mapping[str, Any], api: str) -> dict[str, Any]:
     tenant = notification.header("NGSILD-Tenant") or notification.header("Fiware-Service")
+    ld = api == "ld"
+    content = "contextResponses" if api == "v1" else "data"
     return {
-        "ngsi": "ld" if ld else "v2",
+        "ngsi": api,
         "tenant": tenant or None,
         "service_path": None if ld else (notification.header("Fiware-ServicePath") or "/"),
         "subscription_id": _text(body.get("subscriptionId")),
@@ -161,7 +206,7 @@ def _common(notification: Notification, body: Mapping[str, Any], ld: bool) -> di
         "notification_id": _text(body.get("id")) if ld else None,
         "correlator": notification.header("Fiware-Correlator"),
         "context": None,
-        "notification": {k: v for k, v in body.items() if k != "data"},
+        "notification": {k: v for k, v in body.items() if k != content},
     }
 
 
@@ -170,22 +215,20 @@ def _text(value: Any) -> str | None:
 
 
 def _v2_batch(
-    notification: Notification,
-    body: dict[str, Any],
-    v2_format: str | None,
-    value_names: Mapping[str, list[str]],
+    notification: Notification, body: dict[str, Any], value_names: Mapping[str, list[str]]
 ) -> _Batch:
-    fmt = v2_format if v2_format in ngsi_v2.V2_FORMATS else None
+    header = notification.header("Ngsiv2-AttrsFormat")
+    fmt = header if header in ngsi_v2.V2_FORMATS else None
     if fmt in _SIMPLIFIED or (fmt is None and "data" not in body and "id" in body):
         return _simplified(notification, body, fmt)
     if isinstance(body.get("data"), list):
-        meta = _common(notification, body, ld=False)
+        meta = _common(notification, body, "v2")
         rows = body["data"]
         if fmt == "values" or (fmt is None and rows and isinstance(rows[0], list)):
-            names = value_names.get(str(meta["subscription_id"]), [])
-            meta["value_names"] = list(names)
-            return _Batch(False, [(row, "values") for row in rows], meta)
-        return _Batch(False, [(e, fmt or ngsi_v2.guess_format(e)) for e in rows], meta)
+            meta["value_names"] = list(value_names.get(str(meta["subscription_id"]), []))
+            return _Batch("v2", [_Item(row, row, "values") for row in rows], meta)
+        items = [_Item(e, e, fmt or ngsi_v2.guess_format(e)) for e in rows]
+        return _Batch("v2", items, meta)
     raise Rejected("NGSI v2 notification has neither a 'data' list nor an entity")
 
 
@@ -194,7 +237,18 @@ def _simplified(notification: Notification, body: dict[str, Any], fmt: str | Non
     if fmt is None:
         guessed = ngsi_v2.guess_format(body)
         fmt = "simplifiedKeyValues" if guessed == "keyValues" else "simplifiedNormalized"
-    return _Batch(False, [(body, fmt)], _common(notification, {}, ld=False))
+    return _Batch("v2", [_Item(body, body, fmt)], _common(notification, {}, "v2"))
+
+
+def _v1_batch(notification: Notification, body: dict[str, Any]) -> _Batch:
+    responses = body["contextResponses"]
+    if not isinstance(responses, list):
+        raise Rejected("NGSIv1 notification has no 'contextResponses' list")
+    items = []
+    for response in responses:
+        entity, status = ngsi_v1.context_response(response)
+        items.append(_Item(response, entity, "legacy", status=status))
+    return _Batch("v1", items, _common(notification, body, "v1"))
 
 
 def _ld_context(notification: Notification, body: Mapping[str, Any]) -> Any:
@@ -205,30 +259,45 @@ def _ld_context(notification: Notification, body: Mapping[str, Any]) -> Any:
     return found.group(1) if found else None
 
 
+def _ld_format(notification: Notification) -> str | None:
+    for header in ("Ngsild-Attribute-Format", "Ngsiv2-AttrsFormat"):
+        fmt = ngsi_ld.LD_FORMATS.get((notification.header(header) or "").lower())
+        if fmt is not None:
+            return fmt
+    return None
+
+
 def _ld_batch(notification: Notification, body: dict[str, Any]) -> _Batch:
-    if not isinstance(body.get("data"), list):
-        raise Rejected("NGSI-LD notification has no 'data' list")
-    header = (notification.header("Ngsild-Attribute-Format") or "").lower()
-    fmt = ngsi_ld.LD_FORMATS.get(header)
-    meta = _common(notification, body, ld=True)
+    fmt = _ld_format(notification)
+    meta = _common(notification, body, "ld")
     meta["context"] = _ld_context(notification, body)
-    entities = [(e, fmt or ngsi_ld.guess_format(e)) for e in body["data"]]
-    return _Batch(True, entities, meta)
+    features = ngsi_ld.features(body.get("data"))
+    if features is not None:
+        items = []
+        for feature in features:
+            entity, geometry = ngsi_ld.feature_entity(feature)
+            items.append(_Item(feature, entity, fmt or ngsi_ld.guess_format(entity), geometry))
+        return _Batch("ld", items, meta)
+    if not isinstance(body.get("data"), list):
+        raise Rejected("NGSI-LD notification has no 'data' list or FeatureCollection")
+    items = [_Item(e, e, fmt or ngsi_ld.guess_format(e)) for e in body["data"]]
+    return _Batch("ld", items, meta)
 
 
-def _shape(batch: _Batch, entity: Any, fmt: str) -> dict[str, Any]:
-    if fmt == "values":
+def _shape(batch: _Batch, item: _Item) -> dict[str, Any]:
+    entity = item.entity
+    if item.fmt == "values":
         if not isinstance(entity, list):
             raise Rejected("a 'values' notification must carry lists of values")
         return ngsi_v2.v2_values_row(entity, batch.meta.get("value_names", []))
     if not isinstance(entity, dict) or not isinstance(entity.get("id"), str) or not entity["id"]:
         raise Rejected("an entity has no string 'id'")
-    if batch.ld:
-        shaped = ngsi_ld.ld_entity(entity, fmt)
+    if batch.api == "ld":
+        shaped = ngsi_ld.ld_entity(entity, item.fmt)
         if batch.meta["context"] is None and "@context" in entity:
             shaped["context"] = entity["@context"]
         return shaped
-    return ngsi_v2.v2_entity(entity, fmt)
+    return ngsi_v2.v2_entity(entity, "normalized" if batch.api == "v1" else item.fmt)
 
 
 def _event_id(batch: _Batch, index: int, entity_id: str, digest: str) -> str:
@@ -239,14 +308,21 @@ def _event_id(batch: _Batch, index: int, entity_id: str, digest: str) -> str:
 
 
 def _entity_event(
-    batch: _Batch, entity: Any, fmt: str, index: int, digest: str, source: str
+    batch: _Batch,
+    item: _Item,
+    index: int,
+    digest: str,
+    source: str,
+    received_at: datetime | None,
 ) -> CloudEvent:
-    shaped = _shape(batch, entity, fmt)
+    shaped = _shape(batch, item)
     modified = shaped.pop("modified_at")
     data = {**batch.meta, **shaped}
     data.pop("value_names", None)
-    data["format"], data["entity"] = fmt, entity
+    data["format"], data["entity"] = item.fmt, item.sent
+    data["geometry"], data["status"] = item.geometry, item.status
     subject = shaped["id"] or batch.meta["subscription_id"] or "values"
+    when = latest_time(batch.meta["notified_at"], modified, shaped["attributes"])
     return new_event(
         beat="fiware",
         type="beats.fiware.entity",
@@ -255,7 +331,7 @@ def _entity_event(
         subject=subject,
         partitionkey=subject,
         id=_event_id(batch, index, subject, digest),
-        time=latest_time(batch.meta["notified_at"], modified, shaped["attributes"]),
+        time=when or received_at,
         data=data,
     )
 
@@ -294,5 +370,6 @@ def _raw_event(notification: Notification, source: str) -> CloudEvent:
         subject="custom",
         partitionkey=f"{tenant or 'default'}{path}",
         id="fiware-raw-" + hashlib.sha256(key.encode()).hexdigest()[:40],
+        time=notification.received_at,
         data=data,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -76,10 +77,10 @@ def fiware_router(
         except BodyTooLarge as exc:
             return JSONResponse({"error": exc.detail}, 413)
         pipeline.received()
-        notification = Notification(body, dict(request.headers))
+        notification = Notification(body, dict(request.headers), received_at=datetime.now(UTC))
         headers = {k: v for k, v in request.headers.items() if k.lower() != SECRET_HEADER.lower()}
         events = pipeline.guarded(
-            lambda: normalize(notification, source=source),
+            lambda: normalize(notification, source=source, value_names=keeper.value_names),
             raw=body,
             source=source,
             context={"headers": headers},

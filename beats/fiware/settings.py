@@ -36,6 +36,19 @@ class FiwareSettings(BeatSettings):
     attrs_format: str = Field(
         "normalized", description="Notification format: v2 attrsFormat or LD format."
     )
+    notify_attributes: StrList = Field(
+        default_factory=list,
+        description="Attributes the notifications carry (v2 notification.attrs, LD "
+        "notification.attributes; comma list; unset: all); their order names the columns of "
+        "the v2 values format.",
+    )
+    ld_accept: Literal["application/json", "application/ld+json", "application/geo+json"] = Field(
+        "application/json",
+        description="Media type NGSI-LD notifications are asked in (endpoint.accept): "
+        "application/json (@context in a Link header), application/ld+json (@context in "
+        "the body) or application/geo+json (a GeoJSON FeatureCollection, one Feature per "
+        "entity).",
+    )
     fiware_service: StrList = Field(
         default_factory=list,
         description="Tenants (Fiware-Service / NGSILD-Tenant), comma list; one subscription "
@@ -77,7 +90,9 @@ class FiwareSettings(BeatSettings):
         "only; logged as a warning at start).",
     )
 
-    @field_validator("entity_type", "watched_attributes", "fiware_service", mode="before")
+    @field_validator(
+        "entity_type", "watched_attributes", "notify_attributes", "fiware_service", mode="before"
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         return split_list(value)

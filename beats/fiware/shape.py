@@ -33,9 +33,6 @@ __all__ = [
     "latest_time",
 ]
 
-MAX_DEPTH = 100
-"""Deeper JSON is rejected: no NGSI entity nests that deep, and the event must stay serialisable."""
-
 GEOJSON_TYPES = frozenset(
     {
         "Point",

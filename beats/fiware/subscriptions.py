@@ -9,6 +9,8 @@ the upkeep of the subscriptions that make the broker send them:
   its database) is re-created, an ``inactive`` one (Orion switches a subscription off after
   ``maxFailsLimit`` failed notifications, and never retries a notification) or an expired one
   is re-activated;
+* the attributes each subscription notifies (``notification.attrs``) are remembered by id
+  (:attr:`SubscriptionKeeper.value_names`): they name the columns of the v2 ``values`` format;
 * its state (``timesSent``, ``failsCounter``, ``lastFailureReason``) is in ``/readyz`` and in
   ``beats_fiware_subscription_*`` metrics; the secret header the broker must send back to
   ``/notify`` is put into the subscription (v2 ``httpCustom.headers``, LD ``receiverInfo``).
@@ -53,6 +55,8 @@ class SubscriptionKeeper:
         self.tag = f"works-beats:{settings.subscription_tag}"
         self.secret = ""
         self.states: dict[str, dict[str, Any]] = {}
+        self.value_names: dict[str, list[str]] = {}
+        """Subscription id → its ``notification.attrs`` (the beat's own subscriptions)."""
         self._gauges: dict[str, Gauge] = {}
 
     async def run(self, pipeline: Pipeline) -> None:
@@ -127,11 +131,11 @@ class SubscriptionKeeper:
                 response.headers.get("location"),
                 tenant or "default",
             )
-            return {
-                "status": "created",
-                "id": response.headers.get("location", "").rsplit("/", 1)[-1],
-            }
+            created = response.headers.get("location", "").rsplit("/", 1)[-1]
+            self.value_names[created] = list(self.settings.notify_attributes)
+            return {"status": "created", "id": created}
         sub = mine[0]
+        self._remember(sub)
         if self._inactive(sub):
             patch = {"isActive": True} if self._ld else {"status": "active"}
             response = await http.patch(
@@ -143,6 +147,12 @@ class SubscriptionKeeper:
             )
             return {**self._state(sub), "status": "reactivated"}
         return self._state(sub)
+
+    def _remember(self, sub: dict[str, Any]) -> None:
+        note = sub.get("notification")
+        attrs = note.get("attrs", note.get("attributes")) if isinstance(note, dict) else None
+        if isinstance(attrs, list) and all(isinstance(a, str) for a in attrs):
+            self.value_names[str(sub["id"])] = list(attrs)
 
     def _inactive(self, sub: dict[str, Any]) -> bool:
         if self._ld:
@@ -179,6 +189,8 @@ class SubscriptionKeeper:
             "attrsFormat": s.attrs_format,
             "metadata": ["dateModified", "previousValue", "actionType", "*"],
         }
+        if s.notify_attributes:
+            notification["attrs"] = s.notify_attributes
         if s.max_fails_limit:
             notification["maxFailsLimit"] = s.max_fails_limit
         body: dict[str, Any] = {
@@ -195,18 +207,21 @@ class SubscriptionKeeper:
 
     def _ld_body(self) -> dict[str, Any]:
         s = self.settings
+        notification: dict[str, Any] = {
+            "format": s.attrs_format,
+            "endpoint": {
+                "uri": s.notify_url,
+                "accept": s.ld_accept,
+                "receiverInfo": [{"key": SECRET_HEADER, "value": self.secret}],
+            },
+        }
+        if s.notify_attributes:
+            notification["attributes"] = s.notify_attributes
         body: dict[str, Any] = {
             "description": self.tag,
             "type": "Subscription",
             "entities": [{"type": t} for t in s.entity_type] or [{"idPattern": s.id_pattern}],
-            "notification": {
-                "format": s.attrs_format,
-                "endpoint": {
-                    "uri": s.notify_url,
-                    "accept": "application/json",
-                    "receiverInfo": [{"key": SECRET_HEADER, "value": self.secret}],
-                },
-            },
+            "notification": notification,
             "@context": s.ld_context,
         }
         if s.watched_attributes:

@@ -9,10 +9,14 @@ Shape of a ``beats.hivemq.message`` event:
   JSON that JSON cannot carry back out (a lone surrogate such as ``"\ud800"``, a number beyond
   a double such as ``1e400``, nesting deeper than 64 levels: :mod:`common.jsonsafe`) is kept
   byte for byte in ``data_base64``, with the reason in the ``datanote`` extension;
-* MQTT metadata as extensions: ``mqttqos``, ``mqttretain`` and, for MQTT 5, ``mqttresponsetopic``,
-  ``mqttcorrelationdata`` (base64), ``mqttmessageexpiry``, ``mqttpayloadformat``,
-  ``mqttsubscriptionid`` and ``mqttuserproperties`` (a JSON list of ``[name, value]`` pairs,
-  order and repeats kept).
+* MQTT metadata as extensions, each within the CloudEvents type system (an Integer is a signed
+  32-bit integer; a source value whose range is wider goes out as a String, whatever its value,
+  so the extension's type never changes): ``mqttqos`` (Integer 0 to 2), ``mqttretain`` (Boolean)
+  and, for MQTT 5, ``mqttresponsetopic`` (String), ``mqttcorrelationdata`` (String, base64),
+  ``mqttmessageexpiry`` (String: the decimal seconds — MQTT's four-byte integer reaches
+  4294967295, beyond Integer), ``mqttpayloadformat`` (Integer 0 or 1), ``mqttsubscriptionid``
+  (String: the comma-separated identifiers) and ``mqttuserproperties`` (String: a JSON list of
+  ``[name, value]`` pairs, order and repeats kept).
 
 Rejected: payloads over the size limit, a payload that MQTT 5 declares UTF-8
 (payload format indicator 1) but is not, and a payload declared JSON that does not parse.
@@ -120,7 +124,7 @@ def _property_extensions(props: dict[str, Any]) -> dict[str, Any]:
     if "correlation_data" in props:
         extensions["mqttcorrelationdata"] = base64.b64encode(props["correlation_data"]).decode()
     if "message_expiry" in props:
-        extensions["mqttmessageexpiry"] = props["message_expiry"]
+        extensions["mqttmessageexpiry"] = str(int(props["message_expiry"]))
     if "payload_format" in props:
         extensions["mqttpayloadformat"] = props["payload_format"]
     if "subscription_ids" in props:

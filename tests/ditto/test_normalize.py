@@ -87,7 +87,7 @@ def test_live_messages_responses_and_commands() -> None:
     message = one("live_message_subject_with_slash")
     assert (message.type, message.channel) == ("beats.ditto.live.message", "live")
     assert (message.data["subject"], message.data["direction"]) == ("ask/question", "inbox")
-    assert message.id == "org.eclipse.ditto:fancy-car/beats.ditto.live.message/q-42"
+    assert message.id.startswith("org.eclipse.ditto:fancy-car/beats.ditto.live.message/q-42/")
     outbox = one("live_message_feature_outbox")
     assert (outbox.data["direction"], outbox.data["feature_id"]) == ("outbox", "engine")
     binary = one("live_message_binary_no_correlation")
@@ -99,6 +99,35 @@ def test_live_messages_responses_and_commands() -> None:
     assert (teapot.type, teapot.data["status"]) == ("beats.ditto.live.response", 418)
     assert one("live_response").id != message.id  # same correlation id, other type
     assert one("live_command").type == "beats.ditto.live.command"
+
+
+def test_frames_sharing_a_correlation_id_keep_their_own_ids() -> None:
+    """Ditto's ``basic-messages.md`` sends its questions and answers with one correlation-id;
+    two different frames are two events, the same frame twice is one."""
+    question = load("doc_message_received")
+    other = {**question, "value": "Are you there?"}
+    error = {
+        "topic": question["topic"].replace("live/messages/ask", "twin/errors"),
+        "headers": question["headers"],
+        "path": "/",
+        "value": {"status": 404, "error": "things:thing.notfound", "message": "not found"},
+        "status": 404,
+    }
+    second_error = {**error, "value": {**error["value"], "message": "still not found"}}
+    frames = [question, other, error, second_error]
+    ids = [normalize(f, source=SOURCE)[0].id for f in frames]
+    assert len(set(ids)) == 4
+    assert all("/demo-6qaal9l/" in i for i in ids)
+    assert normalize(copy.deepcopy(question), source=SOURCE)[0].id == ids[0]
+    reordered = json.loads(json.dumps(question, sort_keys=True))
+    assert normalize(reordered, source=SOURCE)[0].id == ids[0]
+
+
+def test_time_falls_back_to_the_receive_time() -> None:
+    frame = load("doc_message_received")
+    assert "timestamp" not in frame and "timestamp" not in frame["headers"]
+    (event,) = normalize(frame, source=SOURCE, received_at=OBSERVED)
+    assert event.time == OBSERVED
 
 
 def test_errors_are_their_own_type() -> None:

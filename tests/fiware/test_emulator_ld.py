@@ -1,5 +1,6 @@
 """The emulator's NGSI-LD side over real HTTP, checked against Orion-LD's code and tests:
-formats, ``@context`` in the body or a ``Link`` header, tenants, ``receiverInfo``,
+formats, both of Orion-LD's notification modes (default and ``-experimental``), GeoJSON
+notifications, ``@context`` in the body or a ``Link`` header, tenants, ``receiverInfo``,
 ``?subscriptionId``, ``showChanges``, concise input, the pause after three failures."""
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import asyncio
 import httpx
 import pytest
 
-from beats.fiware.emulator import Broker
+from beats.fiware.emulator import Broker, create_app
+from beats.fiware.emulator.ld_bodies import LdMode
 from beats.fiware.normalize import Notification, normalize
-from tests.fiware.orion import CONTEXT, LD_JSON, LINK_REL, Receiver, ld_sub, ok
-from tests.support import eventually
+from tests.fiware.orion import CONTEXT, LD_JSON, LINK_REL, Received, Receiver, ld_sub, ok
+from tests.support import eventually, serve_app
 
 
 async def test_orion_ld_pauses_after_three_failed_notifications(
@@ -45,63 +47,111 @@ async def test_orion_ld_pauses_after_three_failed_notifications(
     assert (await client.get(path)).json()["status"] == "active"
 
 
-@pytest.mark.parametrize(
-    ("fmt", "accept", "header"),
-    [
-        ("normalized", "application/ld+json", "Normalized"),
-        ("keyValues", "application/json", "Simplified"),
-        ("concise", "application/json", "Concise"),
-    ],
-)
+LD_FORMATS = [
+    ("normalized", "application/ld+json", "Normalized", "normalized"),
+    ("keyValues", "application/json", "Simplified", "keyValues"),
+    ("concise", "application/json", "Concise", "concise"),
+]
+
+
+@pytest.mark.parametrize("mode", ["default", "experimental"])
+@pytest.mark.parametrize(("fmt", "accept", "ld_header", "v2_header"), LD_FORMATS)
 async def test_ngsi_ld_notifications(
-    orion: tuple[httpx.AsyncClient, Broker],
-    receiver: Receiver,
-    fmt: str,
-    accept: str,
-    header: str,
+    receiver: Receiver, mode: LdMode, fmt: str, accept: str, ld_header: str, v2_header: str
 ) -> None:
-    client, _ = orion
-    tenant = {"NGSILD-Tenant": "Farm"}
-    sub = ld_sub(receiver.url + "/notify", fmt, accept, showChanges=True)
-    response = await client.post(
-        "/ngsi-ld/v1/subscriptions", json=sub, headers={**LD_JSON, **tenant}
-    )
-    assert response.headers["location"] == "/ngsi-ld/v1/subscriptions/urn:sub:1"
-    entity = {
-        "id": "urn:ngsi-ld:Room:1",
-        "type": "Room",
-        "temperature": {"type": "Property", "value": 20, "unitCode": "CEL"},
-        "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}},
-    }
-    upsert = "/ngsi-ld/v1/entityOperations/upsert"
-    await ok(await client.post(upsert, json=[entity], headers={**LD_JSON, **tenant}), 201)
-    patch = {"temperature": {"type": "Property", "value": 21, "unitCode": "CEL"}}
-    attrs = "/ngsi-ld/v1/entities/urn:ngsi-ld:Room:1/attrs"
-    await ok(await client.patch(attrs, json=patch, headers={**LD_JSON, **tenant}), 204)
-    first, second = await receiver.wait(2)
+    app = create_app(ld_mode=mode)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        first, second = await _room_notifications(client, receiver, fmt, accept)
     assert second.query == {"subscriptionId": "urn:sub:1"}
-    assert second.headers["ngsild-attribute-format"] == header
     assert second.headers["ngsild-tenant"] == "farm"
     assert second.headers["x-secret"] == "s"
     body = second.json()
     assert body["type"] == "Notification" and body["id"].startswith("urn:ngsi-ld:Notification:")
+    if mode == "experimental":  # notificationSend.cpp
+        assert second.headers["ngsild-attribute-format"] == ld_header
+        assert second.headers["user-agent"].startswith("orionld/")
+        assert "ngsiv2-attrsformat" not in second.headers
+        json_type = "application/json"
+    else:  # the legacy sender: ngsild_notification_with_observedAt.test and others
+        assert second.headers["ngsiv2-attrsformat"] == v2_header
+        assert second.headers["user-agent"].startswith("orion/")
+        assert second.headers["fiware-servicepath"] == "/"
+        assert "ngsild-attribute-format" not in second.headers
+        json_type = "application/json; charset=utf-8"
     if accept == "application/ld+json":
         assert second.headers["content-type"] == "application/ld+json"
         assert body["@context"] == CONTEXT and "link" not in second.headers
     else:
-        assert second.headers["content-type"] == "application/json"
+        assert second.headers["content-type"] == json_type
         assert second.headers["link"] == f'<{CONTEXT}>; {LINK_REL}; type="application/ld+json"'
     (event,) = normalize(Notification(second.body, second.headers), source="t")
     data = event.data
     assert (data["ngsi"], data["format"], data["tenant"]) == ("ld", fmt, "farm")
     assert data["values"]["temperature"] == 21 and data["context"] == CONTEXT
     assert data["geo"]["location"] == {"type": "Point", "coordinates": [1, 2]}
+    assert data["notified_at"] == body["notifiedAt"] and event.time is not None
     if fmt != "keyValues":
         assert data["attributes"]["temperature"]["previousValue"] == 20
         assert data["attributes"]["temperature"]["unitCode"] == "CEL"
         assert data["relationships"] == {"owner": "urn:ngsi-ld:Person:1"}
     assert first.json()["data"][0]["id"] == "urn:ngsi-ld:Room:1"
+
+
+async def _room_notifications(
+    client: httpx.AsyncClient, receiver: Receiver, fmt: str, accept: str
+) -> list[Received]:
+    tenant = {"NGSILD-Tenant": "Farm"}
+    sub = ld_sub(receiver.url + "/notify", fmt, accept, showChanges=True)
+    response = await client.post(
+        "/ngsi-ld/v1/subscriptions", json=sub, headers={**LD_JSON, **tenant}
+    )
+    assert response.headers["location"] == "/ngsi-ld/v1/subscriptions/urn:sub:1"
+    upsert = "/ngsi-ld/v1/entityOperations/upsert"
+    await ok(await client.post(upsert, json=[ROOM], headers={**LD_JSON, **tenant}), 201)
+    patch = {"temperature": {"type": "Property", "value": 21, "unitCode": "CEL"}}
+    attrs = "/ngsi-ld/v1/entities/urn:ngsi-ld:Room:1/attrs"
+    await ok(await client.patch(attrs, json=patch, headers={**LD_JSON, **tenant}), 204)
+    return await receiver.wait(2)
+
+
+ROOM = {
+    "id": "urn:ngsi-ld:Room:1",
+    "type": "Room",
+    "temperature": {"type": "Property", "value": 20, "unitCode": "CEL"},
+    "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
+    "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}},
+}
+
+
+@pytest.mark.parametrize("mode", ["default", "experimental"])
+@pytest.mark.parametrize("fmt", ["normalized", "keyValues", "concise"])
+async def test_geojson_notifications(receiver: Receiver, mode: LdMode, fmt: str) -> None:
+    """``ngsild_geojson-format-in-notifications*.test`` (default mode: no ``Link``) and
+    ``ngsild_issue-1381-new_notification-in-geojson-format.test`` (experimental)."""
+    app = create_app(ld_mode=mode)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        _, second = await _room_notifications(client, receiver, fmt, "application/geo+json")
+    assert second.headers["content-type"] == "application/geo+json"
+    assert ("link" in second.headers) == (mode == "experimental")
+    collection = second.json()["data"]
+    assert collection["type"] == "FeatureCollection"
+    (feature,) = collection["features"]
+    assert feature["type"] == "Feature" and feature["id"] == "urn:ngsi-ld:Room:1"
+    assert feature["geometry"] == {"type": "Point", "coordinates": [1, 2]}
+    assert feature["properties"]["type"] == "Room" and feature["@context"] == CONTEXT
+    (event,) = normalize(Notification(second.body, second.headers), source="t")
+    data = event.data
+    assert (data["ngsi"], data["format"], data["id"], data["type"]) == (
+        "ld",
+        fmt,
+        "urn:ngsi-ld:Room:1",
+        "Room",
+    )
+    assert data["geometry"] == feature["geometry"] and data["entity"] == feature
+    assert data["context"] == CONTEXT and data["values"]["temperature"] == 21
+    if fmt != "keyValues":
+        assert data["relationships"] == {"owner": "urn:ngsi-ld:Person:1"}
+        assert data["attributes"]["temperature"]["unitCode"] == "CEL"
 
 
 async def test_ld_context_from_a_link_header_and_concise_input(

@@ -24,14 +24,16 @@ SECRET = "s3cret-for-tests"
 
 
 @pytest.fixture
-async def orion() -> AsyncIterator[tuple[str, Broker]]:
-    app = create_app()
+async def orion(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, Broker]]:
+    """The Orion emulator; Orion-LD's notification mode by indirect parametrisation
+    (``default`` when not parametrised: Orion-LD as it ships)."""
+    app = create_app(ld_mode=getattr(request, "param", "default"))
     async with serve_app(app) as url:
         yield url, app.state.broker
 
 
-def fiware_beat(tmp_path: Path, url: str, **options: Any) -> Beat:
-    port = free_port()
+def fiware_beat(tmp_path: Path, url: str, *, port: int | None = None, **options: Any) -> Beat:
+    port = port or free_port()
     options.setdefault("notify_secret", SECRET)
     options.setdefault("subscription_check_interval", 0.2)
     settings = FiwareSettings(
@@ -84,6 +86,7 @@ async def test_v2_formats_reach_sse(tmp_path: Path, orion: tuple[str, Any], fmt:
         assert events[1]["time"] is not None
 
 
+@pytest.mark.parametrize("orion", ["default", "experimental"], indirect=True)
 @pytest.mark.parametrize(
     ("fmt", "accept"),
     [
@@ -128,6 +131,83 @@ async def test_ngsi_ld_with_context_in_body_or_link(
     # keyValues drops attribute types, so a relationship cannot be told from a text value
     expected = {} if fmt == "keyValues" else {"controlledAsset": "urn:ngsi-ld:Building:farm001"}
     assert data["relationships"] == expected
+    assert data["notified_at"] and data["notification_id"].startswith("urn:ngsi-ld:Notification:")
+    assert message.json()["time"].startswith(data["notified_at"][:19])
+    if fmt != "keyValues":  # sub-properties reach the processed view
+        filling = data["attributes"]["filling"]
+        assert (filling["unitCode"], filling["observedAt"]) == ("C62", "2026-10-01T10:00:00Z")
+
+
+@pytest.mark.parametrize("orion", ["default", "experimental"], indirect=True)
+async def test_geojson_notifications_on_request(tmp_path: Path, orion: tuple[str, Any]) -> None:
+    """``--ld-accept application/geo+json``: Orion-LD sends FeatureCollections; each Feature is
+    one entity event with its geometry and @context."""
+    url, broker = orion
+    beat = fiware_beat(tmp_path, url, ngsi="ld", ld_accept="application/geo+json")
+    entity = {
+        "id": "urn:ngsi-ld:Animal:pig003",
+        "type": "Animal",
+        "heartRate": {"type": "Property", "value": 64, "unitCode": "5K"},
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [13.3, 52.5]},
+        },
+    }
+    async with run_beat(beat) as base:
+        await subscribed(beat)
+        (sub,) = broker.subscriptions.values()
+        assert sub.body["notification"]["endpoint"]["accept"] == "application/geo+json"
+        await call(url, "POST", "/ngsi-ld/v1/entities", json=entity)
+        (message,) = await read_sse(f"{base}/events?last_event_id=0", count=1)
+    data = message.json()["data"]
+    assert (data["ngsi"], data["id"], data["type"]) == ("ld", entity["id"], "Animal")
+    assert data["geometry"] == {"type": "Point", "coordinates": [13.3, 52.5]}
+    assert data["entity"]["type"] == "Feature" and data["context"]
+    assert data["attributes"]["heartRate"]["unitCode"] == "5K"
+    assert data["values"]["heartRate"] == 64
+
+
+async def test_values_rows_are_named_by_the_subscription_attrs(
+    tmp_path: Path, orion: tuple[str, Any]
+) -> None:
+    url, broker = orion
+    beat = fiware_beat(
+        tmp_path, url, attrs_format="values", notify_attributes=["humidity", "temperature"]
+    )
+    async with run_beat(beat) as base:
+        await subscribed(beat)
+        (sub,) = broker.subscriptions.values()
+        assert sub.body["notification"]["attrs"] == ["humidity", "temperature"]
+        humid = {**room(1, 21.0), "humidity": {"value": 40, "type": "Number", "metadata": {}}}
+        await call(url, "POST", "/v2/entities", json=humid)
+        (message,) = await read_sse(f"{base}/events?last_event_id=0", count=1)
+    data = message.json()["data"]
+    assert data["format"] == "values" and data["entity"] == [40, 21.0]
+    assert data["values"] == {"humidity": 40, "temperature": 21.0}
+
+
+async def test_values_names_survive_a_restart_of_the_beat(
+    tmp_path: Path, orion: tuple[str, Any]
+) -> None:
+    """A restarted beat finds its subscription (it does not create one) and still knows the
+    names: they come from the subscription the broker lists."""
+    url, _ = orion
+    options: dict[str, Any] = {
+        "attrs_format": "values",
+        "notify_attributes": ["temperature"],
+        "port": free_port(),
+    }
+    first = fiware_beat(tmp_path, url, **options)
+    async with run_beat(first):
+        await subscribed(first)
+    second = fiware_beat(tmp_path, url, **options)
+    async with run_beat(second) as base:
+        await subscribed(second)
+        assert isinstance(second.source, SubscriptionKeeper)
+        assert second.source.states["default"]["status"] == "active"
+        await call(url, "POST", "/v2/entities", json=room(2, 19.5))
+        (message,) = await read_sse(f"{base}/events?last_event_id=0", count=1)
+    assert message.json()["data"]["values"] == {"temperature": 19.5}
 
 
 async def test_tenants_each_get_a_subscription(tmp_path: Path, orion: tuple[str, Any]) -> None:
@@ -344,7 +424,11 @@ async def test_remove_subscriptions_on_shutdown_and_ld_writeback(
     tmp_path: Path, orion: tuple[str, Any]
 ) -> None:
     url, broker = orion
-    settings_options = {"ngsi": "ld", "remove_subscriptions": True, "writeback_open": True}
+    settings_options: dict[str, Any] = {
+        "ngsi": "ld",
+        "remove_subscriptions": True,
+        "writeback_open": True,
+    }
     beat = fiware_beat(tmp_path, url, **settings_options)
     async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
         await subscribed(beat)

@@ -63,6 +63,7 @@ def test_there_is_a_golden_case_for_every_format() -> None:
         ("ld", "normalized"),
         ("ld", "keyValues"),
         ("ld", "concise"),
+        ("v1", "legacy"),
         (None, None),  # custom → raw
     }
 
@@ -131,11 +132,15 @@ def test_nothing_the_broker_sent_is_lost() -> None:
                 assert data["text"] == given_spec["raw"]
                 continue
             body = given_spec["body"]
-            if "data" not in body:
+            content = "contextResponses" if "contextResponses" in body else "data"
+            if content not in body:
                 assert data["entity"] == body
                 continue
-            assert data["entity"] == body["data"][index]
-            assert data["notification"] == {k: v for k, v in body.items() if k != "data"}
+            sent = body[content]
+            if isinstance(sent, dict):  # a GeoJSON FeatureCollection
+                sent = sent["features"]
+            assert data["entity"] == sent[index]
+            assert data["notification"] == {k: v for k, v in body.items() if k != content}
 
 
 def test_ld_context_from_body_link_or_entity() -> None:
@@ -292,6 +297,7 @@ header_values = st.sampled_from(
         "Concise",
         "Simplified",
         "application/ld+json",
+        "application/geo+json",
         '<x>; rel="http://www.w3.org/ns/json-ld#context"',
         "<",
         "",
@@ -306,7 +312,10 @@ attribute_names = st.sampled_from(
 @settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     body=st.dictionaries(
-        st.sampled_from(["data", "subscriptionId", "type", "id", "@context", "notifiedAt"]), values
+        st.sampled_from(
+            ["data", "subscriptionId", "type", "id", "@context", "notifiedAt", "contextResponses"]
+        ),
+        values,
     ),
     entity=st.dictionaries(attribute_names, values),
     headers=st.dictionaries(header_names, header_values),

@@ -51,6 +51,7 @@ async def test_beats_status_readiness_and_metrics(
         run_gateway(settings) as (_, base),
         httpx.AsyncClient(base_url=base) as http,
     ):
+
         async def polled() -> bool:  # the first poll of every beat has to happen first
             return (await http.get("/readyz")).status_code == 200
 

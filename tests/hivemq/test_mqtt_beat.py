@@ -89,7 +89,8 @@ async def test_mqtt5_properties_are_kept(tmp_path: Path, mosquitto: MosquittoBro
     assert event["mqttresponsetopic"] == "test/reply"
     assert event["mqttcorrelationdata"] == "cmVxLTQy"
     assert json.loads(event["mqttuserproperties"]) == [["site", "north"], ["site", "south"]]
-    assert 0 < event["mqttmessageexpiry"] <= 120
+    assert isinstance(event["mqttmessageexpiry"], str)  # CloudEvents Integer is int32
+    assert 0 < int(event["mqttmessageexpiry"]) <= 120
 
 
 async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from beats.fiware.emulator.broker import Broker
+from beats.fiware.emulator.ld_bodies import LdMode
 from beats.fiware.emulator.ld_routes import ld_routes
 from beats.fiware.emulator.model import LdError, OrionError
 from beats.fiware.emulator.notifier import Notifier
@@ -44,6 +45,12 @@ class EmulatorSettings(CommandSettings):
     port: int = Field(1026, description="HTTP port (Orion's own).")
     scenario: bool = Field(False, description="Rooms and parking spots changing.")
     scenario_interval: float = Field(1.0, description="Seconds between scenario changes.")
+    ld_mode: LdMode = Field(
+        "default",
+        description="How NGSI-LD notifications are sent: default (Orion-LD as it ships: "
+        "Ngsiv2-AttrsFormat header, User-Agent orion/…) or experimental (Orion-LD "
+        "-experimental: Ngsild-Attribute-Format header).",
+    )
     log_level: str = Field("info", description="Log level.")
 
 
@@ -113,11 +120,13 @@ def create_app(
     scenario_seed: int | None = None,
     notify_timeout: float = 5.0,
     queue_size: int = 1000,
+    ld_mode: LdMode = "default",
 ) -> FastAPI:
     """The emulator. ``app.state.broker`` is the :class:`~.broker.Broker` (for tests and the
     demo: ``broker.restart(lose_subscriptions=True)``). ``notify_timeout`` is Orion's
-    ``-httpTimeout`` (seconds); ``queue_size`` bounds each subscription's notification queue."""
-    broker = Broker(Notifier(timeout=notify_timeout, queue_size=queue_size))
+    ``-httpTimeout`` (seconds); ``queue_size`` bounds each subscription's notification queue;
+    ``ld_mode`` is Orion-LD's notification mode (``default`` or ``experimental``)."""
+    broker = Broker(Notifier(timeout=notify_timeout, queue_size=queue_size), ld_mode=ld_mode)
     app = FastAPI(
         title="Orion / NGSI-LD emulator",
         lifespan=_lifespan(broker, scenario, scenario_interval, scenario_seed),
@@ -149,5 +158,6 @@ async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:
         port=settings.port,
         scenario=settings.scenario,
         scenario_interval=settings.scenario_interval,
+        ld_mode=settings.ld_mode,
     )
     await run_until(shutdown, work, name="orion-emulator")

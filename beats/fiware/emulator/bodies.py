@@ -1,4 +1,5 @@
-"""How Orion and Orion-LD build a notification request for one change. Pure (no I/O).
+"""How Orion builds an NGSI v2 notification request for one change. Pure (no I/O). (Orion-LD's:
+:mod:`.ld_bodies`.)
 
 v2, after ``orion-api.md`` § Notification Messages, Custom Notifications, Builtin Attributes /
 Metadata, Covered Subscriptions and the accumulator dumps of Orion's functional tests: ``POST``
@@ -9,32 +10,21 @@ cbnotif=<n>`` and the triggering request's ``X-Auth-Token``; ``httpCustom`` adds
 ``qs``, ``headers`` (``""`` removes a header), ``payload`` (text, ``null``: no body), ``json`` and
 ``ngsi`` (patch), with ``${id}``, ``${type}``, ``${service}``, ``${servicePath}``,
 ``${authToken}`` and ``${<attribute>}`` substituted (plain names only, no JEXL).
-
-NGSI-LD, after Orion-LD's ``notificationSend.cpp`` and its functional tests: ``POST
-<uri>?subscriptionId=<id>`` with ``Ngsild-Attribute-Format`` (``Normalized``, ``Simplified``,
-``Concise``), ``Content-Type: application/json`` plus a JSON-LD ``Link`` header, or
-``application/ld+json`` with ``@context`` in the body (``endpoint.accept``), ``Ngsild-Tenant``,
-``receiverInfo`` headers; body ``{"id": "urn:ngsi-ld:Notification:<uuid>", "type":
-"Notification", "subscriptionId", "notifiedAt", "data": [entity]}``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from beats.fiware.emulator.model import Change, Entity, Subscription, now
+from beats.fiware.emulator.model import Change, Entity, Subscription
 
-__all__ = ["CORE_CONTEXT", "Outgoing", "ld_notification", "v2_notification"]
+__all__ = ["Outgoing", "dump", "v2_notification"]
 
-CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 USER_AGENT = "orion/4.7.0-emulator"
-LD_USER_AGENT = "orionld/1.7.0-emulator"
-_LD_FORMAT_HEADER = {"normalized": "Normalized", "concise": "Concise"}
 _MACRO = re.compile(r"\$\{([^}]*)\}")
 _BUILTIN_METADATA = ("dateCreated", "dateModified", "previousValue", "actionType")
 _JSON_TYPE = "application/json; charset=utf-8"
@@ -51,7 +41,7 @@ class Outgoing:
     params: dict[str, str] = field(default_factory=dict)
 
 
-def _dump(value: Any) -> bytes:
+def dump(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -216,7 +206,7 @@ def _custom_body(custom: dict[str, Any], values: dict[str, Any], headers: dict[s
     headers["Ngsiv2-AttrsFormat"] = "custom"
     declared = {k.lower() for k in (custom.get("headers") or {})}
     if "json" in custom:
-        return _dump(_json_macro(custom["json"], values))
+        return dump(_json_macro(custom["json"], values))
     if "content-type" not in declared:
         headers["Content-Type"] = "text/plain; charset=utf-8"
     if custom["payload"] is None:
@@ -240,97 +230,6 @@ def v2_notification(sub: Subscription, change: Change, cbnotif: int = 1) -> Outg
         body = _custom_body(custom, values, headers)
     else:
         attrs = _v2_attrs(sub, change, entity)
-        body = _dump(_v2_body(sub, headers["Ngsiv2-AttrsFormat"], entity, attrs))
+        body = dump(_v2_body(sub, headers["Ngsiv2-AttrsFormat"], entity, attrs))
     _custom_headers(headers, custom, values)
     return Outgoing(str(custom.get("method") or "POST"), url, headers, body, params)
-
-
-# --- NGSI-LD -----------------------------------------------------------------------------
-
-
-def _ld_content(attr: dict[str, Any]) -> Any:
-    for key in ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList"):
-        if key in attr:
-            return attr[key]
-    return None
-
-
-def _concise(attr: Any) -> Any:
-    if isinstance(attr, list):
-        return [_concise(instance) for instance in attr]
-    if not isinstance(attr, dict):
-        return attr
-    rest = {k: v for k, v in attr.items() if k != "type"}
-    if list(rest) == ["value"] and not isinstance(rest["value"], dict | list):
-        return rest["value"]
-    if list(rest) == ["value"] and attr.get("type") == "GeoProperty":
-        return rest["value"]
-    return {k: _concise(v) if isinstance(v, dict) and "type" in v else v for k, v in rest.items()}
-
-
-def _ld_attr(attr: Any, fmt: str, show_changes: bool) -> Any:
-    if not show_changes and isinstance(attr, dict):
-        attr = {k: v for k, v in attr.items() if k not in ("previousValue", "previousObject")}
-    if fmt in ("keyValues", "simplified"):
-        if isinstance(attr, list):
-            return [_ld_content(i) for i in attr if isinstance(i, dict)]
-        return _ld_content(attr) if isinstance(attr, dict) else attr
-    return _concise(attr) if fmt == "concise" else attr
-
-
-def _previous(change: Change, name: str, attr: Any) -> Any:
-    before = change.previous.get(name)
-    if not isinstance(attr, dict) or not isinstance(before, dict):
-        return attr
-    key = "previousObject" if "object" in attr else "previousValue"
-    return {**attr, key: _ld_content(before)}
-
-
-def _ld_entity(sub: Subscription, change: Change) -> dict[str, Any]:
-    note = sub.body.get("notification", {})
-    wanted = note.get("attributes") or []
-    fmt, show = note.get("format", "normalized"), bool(note.get("showChanges"))
-    entity = change.entity
-    data: dict[str, Any] = {"id": entity.id, "type": entity.type}
-    for name, attr in entity.attrs.items():
-        if not wanted or name in wanted:
-            shown = _previous(change, name, attr) if show else attr
-            data[name] = _ld_attr(shown, fmt, show)
-    if note.get("sysAttrs"):
-        data.update(createdAt=entity.created, modifiedAt=entity.modified)
-    return data
-
-
-def ld_notification(sub: Subscription, change: Change) -> Outgoing:
-    """The request Orion-LD sends for ``change`` to ``sub`` (an NGSI-LD subscription)."""
-    note = sub.body.get("notification", {})
-    endpoint = note.get("endpoint", {})
-    fmt = note.get("format", "normalized")
-    context = sub.body.get("@context") or CORE_CONTEXT
-    body: dict[str, Any] = {
-        "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
-        "type": "Notification",
-        "subscriptionId": sub.id,
-        "notifiedAt": now(),
-        "data": [_ld_entity(sub, change)],
-    }
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-        "User-Agent": LD_USER_AGENT,
-        "Ngsild-Attribute-Format": _LD_FORMAT_HEADER.get(fmt, "Simplified"),
-    }
-    if endpoint.get("accept") == "application/ld+json":
-        body["@context"] = context
-        headers["Content-Type"] = "application/ld+json"
-    else:
-        ctx = context if isinstance(context, str) else CORE_CONTEXT
-        link = f'<{ctx}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
-        headers["Link"] = link
-    if change.tenant:
-        headers["Ngsild-Tenant"] = change.tenant
-    headers.update(change.auth)
-    for info in endpoint.get("receiverInfo") or []:
-        headers[str(info.get("key"))] = str(info.get("value"))
-    params = {"subscriptionId": sub.id}
-    return Outgoing("POST", str(endpoint.get("uri", "")), headers, _dump(body), params)

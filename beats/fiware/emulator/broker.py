@@ -16,7 +16,8 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from beats.fiware.emulator.bodies import ld_notification, v2_notification
+from beats.fiware.emulator.bodies import v2_notification
+from beats.fiware.emulator.ld_bodies import LdMode, ld_notification
 from beats.fiware.emulator.model import Change, Entity, Subscription, in_scope
 from beats.fiware.emulator.notifier import Notifier
 from beats.fiware.emulator.query import QueryError, compile_q
@@ -89,10 +90,13 @@ def _ld_fires(sub: Subscription, change: Change) -> bool:
 
 
 class Broker:
-    """State of the emulated Orion / NGSI-LD broker. Changes go through :meth:`changed`."""
+    """State of the emulated Orion / NGSI-LD broker. Changes go through :meth:`changed`.
+    ``ld_mode`` is how Orion-LD sends NGSI-LD notifications (:mod:`.ld_bodies`): ``default``
+    (as it ships) or ``experimental`` (``-experimental``)."""
 
-    def __init__(self, notifier: Notifier | None = None) -> None:
+    def __init__(self, notifier: Notifier | None = None, *, ld_mode: LdMode = "default") -> None:
         self.notifier = notifier or Notifier()
+        self.ld_mode: LdMode = ld_mode
         self.entities: dict[tuple[str | None, bool], dict[tuple[str, str], Entity]] = defaultdict(
             dict
         )
@@ -166,7 +170,8 @@ class Broker:
         if sub.status == "oneshot":
             sub.status = "inactive"
         if sub.ld:
-            self.notifier.enqueue(sub, lambda: ld_notification(sub, change))
+            mode = self.ld_mode
+            self.notifier.enqueue(sub, lambda: ld_notification(sub, change, mode))
         else:
             self.notifier.enqueue(sub, lambda: v2_notification(sub, change, counter))
 
