@@ -95,7 +95,8 @@ def judge(upstream: Upstream, item: Input, events: list[Served]) -> Outcome:
         problem = upstream.lossless(item, owned)
         if item.status is not None and item.status >= 400:
             problem = f"committed, yet answered {answer}"
-        return Outcome("lossy", problem) if problem else Outcome("committed", seen)
+        kept = f"as {_form(owned[0])}" + (f", {seen}" if seen else "")
+        return Outcome("lossy", problem) if problem else Outcome("committed", kept)
     if dead:
         problem = _dead_letter_problem(item, dead[0])
         if problem:
@@ -113,6 +114,14 @@ def judge(upstream: Upstream, item: Input, events: list[Served]) -> Outcome:
     return Outcome("lost", seen or "no event, no dead letter")
 
 
+def _form(event: dict[str, Any]) -> str:
+    if "data_base64" in event:
+        return f"data_base64 (datanote: {event.get('datanote')})"
+    if isinstance(event.get("data"), str) and "json" not in str(event.get("datacontenttype")):
+        return "text"
+    return "JSON data"
+
+
 def _table(rows: list[tuple[Input, Outcome]]) -> str:
     return "\n".join(f"  {i.label}: {o.kind}: {o.detail}"[:400] for i, o in rows)
 
@@ -124,6 +133,8 @@ def _counter(metrics: str, name: str) -> float:
 
 class Contract:
     """The guarantees, one test each, for the report a subclass's ``report`` fixture makes."""
+
+    pytestmark = [pytest.mark.slow]
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -33,6 +33,7 @@ __all__ = [
     "embed",
     "huge_string",
     "nested",
+    "strict_error",
     "strict_loads",
     "wrong_types",
 ]
@@ -87,6 +88,15 @@ def _finite(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"{text[:20]} is beyond a double")
     return value
+
+
+def strict_error(raw: bytes) -> str | None:
+    """Why ``raw`` is not strict JSON (see :func:`strict_loads`), ``None`` when it is."""
+    try:
+        strict_loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:100]}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,24 @@ from typing import Any, Protocol
 import httpx
 from httpx_sse import aconnect_sse
 
-from tests.hostile.corpus import strict_loads
+from tests.hostile.corpus import Corpus, strict_loads
 from tests.processes import ServiceProcess
 from tests.support import free_port
 
 __all__ = [
+    "Consumer",
     "Input",
     "Phase",
     "Report",
     "Served",
     "Upstream",
+    "background",
+    "commits_of",
     "interleave",
     "memory",
+    "observe",
     "run_scenario",
+    "start_beat",
 ]
 
 IDLE_SECONDS = 10.0
@@ -130,13 +135,16 @@ class Upstream(Protocol):
     name: str
     queues_while_down: bool
     """The upstream keeps what is sent while the beat is down (MQTT session, OpenCTI stream)."""
+    corpus: Corpus
 
     def beat_args(self, port: int) -> list[str]:
         """``beats`` arguments, without ``--port`` and ``--data-dir`` (``port`` is the beat's)."""
 
     def serving(self, workdir: Path) -> contextlib.AbstractAsyncContextManager[None]: ...
 
-    def inputs(self, phase: int) -> list[Input]: ...
+    def inputs(self, phase: int) -> list[Input]:
+        """Phase 2: the corpus's redelivered inputs; any other phase its inputs (their keys
+        made unique by the phase number); normal inputs interleaved."""
 
     def probe(self) -> Input:
         """A fresh normal input, to learn whether the beat can still commit."""
@@ -171,7 +179,7 @@ def memory(pid: int) -> tuple[int, int]:
     return int(values["VmRSS"]) * 1024, int(values["VmHWM"]) * 1024
 
 
-class _Consumer:
+class Consumer:
     """A live SSE client of ``/events`` from sequence 0, resuming after a beat restart."""
 
     def __init__(self) -> None:
@@ -242,7 +250,7 @@ async def _metrics(base: str) -> str:
     return ""
 
 
-def _commits(upstream: Upstream, item: Input) -> Callable[[list[Served]], bool]:
+def commits_of(upstream: Upstream, item: Input) -> Callable[[list[Served]], bool]:
     def found(served: list[Served]) -> bool:
         return any(
             s.event is not None and not s.dead_letter and upstream.owns(item, s.event)
@@ -253,7 +261,7 @@ def _commits(upstream: Upstream, item: Input) -> Callable[[list[Served]], bool]:
 
 
 async def _play(
-    upstream: Upstream, process: ServiceProcess, consumer: _Consumer, phase: Phase, *, send: bool
+    upstream: Upstream, process: ServiceProcess, consumer: Consumer, phase: Phase, *, send: bool
 ) -> None:
     """Send the phase's inputs (unless already sent), then wait for the last one; then a probe
     (one more normal input) says whether the beat can still commit at all."""
@@ -261,12 +269,17 @@ async def _play(
         for item in phase.inputs:
             await upstream.send(item)
     sentinel = phase.inputs[-1]
-    phase.settled = await consumer.wait(_commits(upstream, sentinel), SETTLE_SECONDS)
+    phase.settled = await consumer.wait(commits_of(upstream, sentinel), SETTLE_SECONDS)
     phase.can_commit = phase.settled
     if not phase.settled:
         probe = upstream.probe()
         await upstream.send(probe)
-        phase.can_commit = await consumer.wait(_commits(upstream, probe), IDLE_SECONDS)
+        phase.can_commit = await consumer.wait(commits_of(upstream, probe), IDLE_SECONDS)
+    await observe(process, consumer, phase)
+
+
+async def observe(process: ServiceProcess, consumer: Consumer, phase: Phase) -> None:
+    """What the beat says and serves now: readiness, metrics, the replay, its memory."""
     phase.readyz = await _readyz(process.base)
     report = phase.readyz[1]
     phase.head = int(report["log"]["head"]) if isinstance(report, dict) else -1
@@ -282,7 +295,7 @@ async def _play(
         phase.rss_peak = memory(process.process.pid)[1]
 
 
-async def _start(process: ServiceProcess, phase: Phase) -> bool:
+async def start_beat(process: ServiceProcess, phase: Phase) -> bool:
     try:
         await asyncio.to_thread(process.start)
     except RuntimeError as exc:
@@ -297,22 +310,22 @@ async def run_scenario(upstream: Upstream, workdir: Path) -> Report:
     """Phase 1: every input, live. Then kill -9; phase 2: the redelivered inputs, sent while
     the beat is down when the upstream keeps them, else after the restart on the same data."""
     first, restarted = Phase(upstream.inputs(1)), Phase(upstream.inputs(2))
-    consumer = _Consumer()
+    consumer = Consumer()
     log = workdir / "beat.log"
-    async with upstream.serving(workdir), _background(consumer.run()):
+    async with upstream.serving(workdir), background(consumer.run()):
         port = free_port()
         args = [*upstream.beat_args(port), "--data-dir", str(workdir / "data")]
         process = ServiceProcess(args, port=port, log=log)
         consumer.base = process.base
         try:
-            if await _start(process, first):
+            if await start_beat(process, first):
                 await _play(upstream, process, consumer, first, send=True)
             process.stop()
             restarted.after = max(first.head, 0)
             if upstream.queues_while_down:
                 for item in restarted.inputs:
                     await upstream.send(item)
-            if await _start(process, restarted):
+            if await start_beat(process, restarted):
                 await _play(
                     upstream, process, consumer, restarted, send=not upstream.queues_while_down
                 )
@@ -322,7 +335,7 @@ async def run_scenario(upstream: Upstream, workdir: Path) -> Report:
 
 
 @contextlib.asynccontextmanager
-async def _background(coroutine: Any) -> AsyncIterator[None]:
+async def background(coroutine: Any) -> AsyncIterator[None]:
     task = asyncio.create_task(coroutine, name="hostile:sse-consumer")
     try:
         yield

@@ -32,6 +32,7 @@ from tests.hostile.corpus import (
     Corpus,
     Sample,
     embed,
+    strict_error,
     wrong_types,
 )
 from tests.hostile.support import IDLE_SECONDS, Input, Report, interleave, run_scenario
@@ -86,19 +87,23 @@ class DittoUpstream:
     @contextlib.asynccontextmanager
     async def serving(self, workdir: Path) -> AsyncIterator[None]:
         app = create_app()
-        async with serve_app(app) as url:
+        async with (
+            serve_app(app) as url,
+            httpx.AsyncClient(base_url=url, auth=AUTH, timeout=60) as self.http,
+        ):
             self.url, self.emulator = url, app.state.ditto
             yield
 
     def _normal(self, phase: int, index: int) -> Input:
         thing = f"normal:n{phase}-{index}"
-        return Input(f"normal {phase}/{index}", b"", thing, normal=True, options={"value": index})
+        put = f"PUT /api/2/things/{thing}".encode()  # the beat gets Ditto's event for it
+        return Input(f"normal {phase}/{index}", put, thing, normal=True, options={"value": index})
 
     def probe(self) -> Input:
         return self._normal(9, next(self._probes))
 
     def inputs(self, phase: int) -> list[Input]:
-        hostile = self._hostile(phase) if phase == 1 else self._redelivered(phase)
+        hostile = self._redelivered(phase) if phase == 2 else self._hostile(phase)
         return interleave(hostile, lambda index: self._normal(phase, index))
 
     def _hostile(self, phase: int) -> list[Input]:
@@ -152,12 +157,11 @@ class DittoUpstream:
             item.note = "not sent: the beat had no subscribed session"
             return
         self._gone = False
-        async with httpx.AsyncClient(base_url=self.url, auth=AUTH, timeout=60) as client:
-            if item.normal:
-                thing = {"attributes": {"n": item.options["value"]}}
-                response = await client.put(f"/api/2/things/{item.key}", json=thing)
-            else:
-                response = await client.post("/admin/raw", content=item.raw, headers=_type(item))
+        if item.normal:
+            thing = {"attributes": {"n": item.options["value"]}}
+            response = await self.http.put(f"/api/2/things/{item.key}", json=thing)
+        else:
+            response = await self.http.post("/admin/raw", content=item.raw, headers=_type(item))
         response.raise_for_status()
 
     def owns(self, item: Input, event: dict[str, Any]) -> bool:
@@ -174,7 +178,9 @@ class DittoUpstream:
             return None if any(same_json(a, written) for a in found) else f"values {values}"
         sent = Sample("", item.raw, "").value
         if sent is NOT_JSON or not isinstance(sent, dict):
-            return "committed, but the message is not a strict JSON object"
+            return (
+                f"committed, but the message is not a strict JSON object: {strict_error(item.raw)}"
+            )
         if len(events) != 1:
             return f"{len(events)} events for one message"
         data = events[0]["data"]

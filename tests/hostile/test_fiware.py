@@ -35,6 +35,7 @@ from tests.hostile.corpus import (
     Corpus,
     Sample,
     embed,
+    strict_error,
     wrong_types,
 )
 from tests.hostile.support import Input, Report, interleave, run_scenario
@@ -95,7 +96,7 @@ class FiwareUpstream:
 
     @contextlib.asynccontextmanager
     async def serving(self, workdir: Path) -> AsyncIterator[None]:
-        async with serve_app(create_app()) as url:
+        async with serve_app(create_app()) as url, httpx.AsyncClient(timeout=10) as self.http:
             self.orion = url
             yield
 
@@ -109,7 +110,7 @@ class FiwareUpstream:
         return item
 
     def inputs(self, phase: int) -> list[Input]:
-        hostile = self._hostile() if phase == 1 else self._redelivered()
+        hostile = self._redelivered() if phase == 2 else self._hostile()
         mixed = interleave(hostile, lambda index: self._normal(phase, index))
         for index, item in enumerate(mixed):
             item.key = f"hostile-{phase}-{index}"
@@ -152,8 +153,7 @@ class FiwareUpstream:
             "User-Agent": "orion/4.0.0 libcurl/7.74.0",
         }
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.post(self.notify, content=item.raw, headers=headers)
+            response = await self.http.post(self.notify, content=item.raw, headers=headers)
             item.status = response.status_code
         except httpx.HTTPError as exc:
             item.note = f"no answer ({type(exc).__name__}: {exc})"
@@ -170,7 +170,7 @@ class FiwareUpstream:
     def lossless(self, item: Input, events: list[dict[str, Any]]) -> str | None:
         body = Sample("", item.raw, "").value
         if body is NOT_JSON:
-            return "committed, but the body is not strict JSON"
+            return f"committed, but the body is not strict JSON: {strict_error(item.raw)}"
         if not events:
             empty = isinstance(body, dict) and same_json(body.get("data"), [])
             return None if empty else "no event"

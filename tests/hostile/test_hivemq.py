@@ -38,6 +38,7 @@ from tests.hostile.corpus import (
     Sample,
     embed,
     huge_string,
+    strict_error,
     strict_loads,
 )
 from tests.hostile.support import Input, Report, interleave, run_scenario
@@ -94,7 +95,7 @@ class MqttUpstream:
         return self._normal(0, next(self._probes))
 
     def inputs(self, phase: int) -> list[Input]:
-        hostile = self._hostile() if phase == 1 else self._redelivered()
+        hostile = self._redelivered() if phase == 2 else self._hostile()
         for index, item in enumerate(hostile):
             item.key = f"h/{phase}/{index}{item.key}"
         return interleave(hostile, lambda index: self._normal(phase, index))
@@ -206,7 +207,7 @@ def payload_kept(raw: bytes, event: dict[str, Any]) -> str | None:
     if "json" in content_type:
         value = Sample("", raw, "").value
         if value is NOT_JSON:
-            return f"committed as JSON data {_short(data)}, but the payload is not strict JSON"
+            return f"committed as JSON data {_short(data)}, not strict JSON: {strict_error(raw)}"
         return None if same_json(data, value) else f"JSON data {_short(data)} is not the payload"
     if text is None or data != text:
         return f"{content_type} data {_short(data)} is not the payload's text"

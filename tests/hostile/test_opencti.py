@@ -35,6 +35,7 @@ from tests.hostile.corpus import (
     Corpus,
     Sample,
     embed,
+    strict_error,
     wrong_types,
 )
 from tests.hostile.support import Input, Report, interleave, run_scenario
@@ -116,7 +117,7 @@ class OpenctiUpstream:
         return self._normal(9, next(self._probes))
 
     def inputs(self, phase: int) -> list[Input]:
-        hostile = self._hostile() if phase == 1 else self._redelivered()
+        hostile = self._redelivered() if phase == 2 else self._hostile()
         return interleave(hostile, lambda index: self._normal(phase, index))
 
     def _hostile(self) -> list[Input]:
@@ -166,7 +167,7 @@ class OpenctiUpstream:
     def lossless(self, item: Input, events: list[dict[str, Any]]) -> str | None:
         payload = Sample("", item.raw, "").value
         if payload is NOT_JSON or not isinstance(payload, dict):
-            return "committed, but the frame data is not a strict JSON object"
+            return f"committed, but the frame is not a strict JSON object: {strict_error(item.raw)}"
         if len(events) != 1:
             return f"{len(events)} events for one frame"
         data = events[0]["data"]
