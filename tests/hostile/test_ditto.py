@@ -103,18 +103,25 @@ class DittoUpstream:
         return self._normal(9, next(self._probes))
 
     def inputs(self, phase: int) -> list[Input]:
-        hostile = self._redelivered(phase) if phase == 2 else self._hostile(phase)
+        things = (f"hostile:h{phase}-{n}" for n in itertools.count())
+        if phase == 2:
+            hostile = self._forms(things, self.corpus.redelivered)
+            for item in hostile:
+                item.label += ", again"
+        else:
+            hostile = self._forms(things, self.corpus.values, self.corpus.documents)
+            hostile += self._extras(things) if self.corpus.extras else []
         return interleave(hostile, lambda index: self._normal(phase, index))
 
-    def _hostile(self, phase: int) -> list[Input]:
-        things = (f"hostile:h{phase}-{n}" for n in itertools.count())
-        whole = self.corpus.values + self.corpus.documents
-        items = [Input(f"{s.name} (message)", s.raw, "", why=s.why) for s in whole]
-        for sample in self.corpus.values:
+    def _forms(
+        self, things: Iterator[str], values: tuple[Sample, ...], documents: tuple[Sample, ...] = ()
+    ) -> list[Input]:
+        items = [Input(f"{s.name} (message)", s.raw, "", why=s.why) for s in values + documents]
+        for sample in values:
             thing = next(things)
             raw = embed(_template(thing), sample)
             items.append(Input(f"{sample.name} (value)", raw, thing, why=sample.why))
-        return items + self._extras(things) if self.corpus.extras else items
+        return items
 
     def _extras(self, things: Iterator[str]) -> list[Input]:
         items = []
@@ -137,10 +144,6 @@ class DittoUpstream:
             ),
             Input("very long thing id", json.dumps(message(long)).encode(), long),
         ]
-
-    def _redelivered(self, phase: int) -> list[Input]:
-        chosen = self.corpus.redelivered
-        return [Input(f"{s.name} (again)", s.raw, "", why=s.why) for s in chosen]
 
     async def send(self, item: Input) -> None:
         assert self.emulator is not None

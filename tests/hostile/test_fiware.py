@@ -117,13 +117,16 @@ class FiwareUpstream:
         return mixed
 
     def _hostile(self) -> list[Input]:
-        whole = self.corpus.values + self.corpus.documents
+        items = self._forms(self.corpus.values, self.corpus.documents)
+        return items + self._extras() if self.corpus.extras else items
+
+    def _forms(self, values: tuple[Sample, ...], documents: tuple[Sample, ...] = ()) -> list[Input]:
+        whole = values + documents
         items = [Input(f"{s.name} (body)", s.raw, "", why=s.why) for s in whole]
         items += [
-            Input(f"{s.name} (attribute value)", embed(TEMPLATE, s), "", why=s.why)
-            for s in self.corpus.values
+            Input(f"{s.name} (attribute value)", embed(TEMPLATE, s), "", why=s.why) for s in values
         ]
-        return items + self._extras() if self.corpus.extras else items
+        return items
 
     def _extras(self) -> list[Input]:
         items = [
@@ -139,8 +142,10 @@ class FiwareUpstream:
         ]
 
     def _redelivered(self) -> list[Input]:
-        chosen = self.corpus.redelivered
-        return [Input(f"{s.name} (posted again)", s.raw, "", why=s.why) for s in chosen]
+        items = self._forms(self.corpus.redelivered)
+        for item in items:
+            item.label += ", again"
+        return items
 
     async def send(self, item: Input) -> None:
         headers = {

@@ -101,11 +101,14 @@ class MqttUpstream:
         return interleave(hostile, lambda index: self._normal(phase, index))
 
     def _hostile(self) -> list[Input]:
-        whole = self.corpus.values + self.corpus.documents
+        items = self._forms(self.corpus.values, self.corpus.documents)
+        return items + self._extras() if self.corpus.extras else items
+
+    def _forms(self, values: tuple[Sample, ...], documents: tuple[Sample, ...] = ()) -> list[Input]:
+        whole = values + documents
         items = [Input(f"{s.name} (payload)", s.raw, "", why=s.why) for s in whole]
         items += [
-            Input(f"{s.name} (in an object)", embed(b'{"v":@@}', s), "", why=s.why)
-            for s in self.corpus.values
+            Input(f"{s.name} (in an object)", embed(b'{"v":@@}', s), "", why=s.why) for s in values
         ]
         if self.version == "5":
             items += [
@@ -118,7 +121,7 @@ class MqttUpstream:
                 )
                 for s in whole
             ]
-        return items + self._extras() if self.corpus.extras else items
+        return items
 
     def _extras(self) -> list[Input]:
         items = [
@@ -140,8 +143,10 @@ class MqttUpstream:
         return items
 
     def _redelivered(self) -> list[Input]:
-        chosen = self.corpus.redelivered
-        return [Input(f"{s.name} (redelivered)", s.raw, "", why=s.why) for s in chosen]
+        items = self._forms(self.corpus.redelivered)
+        for item in items:
+            item.label += ", again"
+        return items
 
     async def send(self, item: Input) -> None:
         for attempt in range(2):

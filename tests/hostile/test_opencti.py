@@ -121,14 +121,18 @@ class OpenctiUpstream:
         return interleave(hostile, lambda index: self._normal(phase, index))
 
     def _hostile(self) -> list[Input]:
-        whole = [s for s in self.corpus.values + self.corpus.documents if _one_line(s)]
+        items = self._forms(self.corpus.values, self.corpus.documents)
+        return items + self._extras() if self.corpus.extras else items
+
+    def _forms(self, values: tuple[Sample, ...], documents: tuple[Sample, ...] = ()) -> list[Input]:
+        whole = [s for s in values + documents if _one_line(s)]
         items = [Input(f"{s.name} (frame data)", s.raw, "", why=s.why) for s in whole]
         items += [
             Input(f"{s.name} (description)", embed(TEMPLATE, s), "", why=s.why)
-            for s in self.corpus.values
+            for s in values
             if _one_line(s)
         ]
-        return items + self._extras() if self.corpus.extras else items
+        return items
 
     def _extras(self) -> list[Input]:
         items = [
@@ -146,8 +150,10 @@ class OpenctiUpstream:
         ]
 
     def _redelivered(self) -> list[Input]:
-        chosen = [s for s in self.corpus.redelivered if _one_line(s)]
-        return [Input(f"{s.name} (again)", s.raw, "", why=s.why) for s in chosen]
+        items = self._forms(self.corpus.redelivered)
+        for item in items:
+            item.label += ", again"
+        return items
 
     async def send(self, item: Input) -> None:
         assert self.emulator is not None
