@@ -146,8 +146,10 @@ class Frame:
             return None
 
     def encode(self) -> bytes:
-        """The frame on the wire, as OpenCTI writes it. ``data`` must be one line."""
+        """The frame on the wire, as OpenCTI writes it. ``data`` must be one line; bytes that
+        are not UTF-8 can be sent as ``surrogateescape`` (the emulator's raw frames, a test
+        switch: OpenCTI writes UTF-8)."""
         if "\n" in self.data or "\r" in self.data:
             raise ValueError("SSE data of an OpenCTI frame is one line")
         head = f"id: {self.id}\n" if self.id else ""
-        return f"{head}event: {self.kind}\ndata: {self.data}\n\n".encode()
+        return f"{head}event: {self.kind}\ndata: {self.data}\n\n".encode("utf-8", "surrogateescape")

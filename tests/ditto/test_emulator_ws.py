@@ -189,6 +189,9 @@ class StalledSocket:
     async def send_text(self, data: str) -> None:
         await asyncio.Event().wait()
 
+    async def send_bytes(self, data: bytes) -> None:
+        await asyncio.Event().wait()
+
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import beats.hivemq.source as source_module
+from beats.hivemq.flow import FlowControlledClient
 from beats.hivemq.service import build
 from beats.hivemq.settings import HivemqSettings
 from common.service import Beat
@@ -94,19 +96,43 @@ async def test_mqtt5_properties_are_kept(tmp_path: Path, mosquitto: MosquittoBro
 
 
 async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(
-    tmp_path: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The beat is held behind on purpose, not by luck: its log's writer thread is blocked
+    until the MQTT client has paused reading, so the premise does not depend on how fast the
+    publisher is (a fixed one-second stall, under CPU load, ended before the burst arrived and
+    the beat kept up). The source stops taking messages when its commits in flight reach a
+    bound (1,000 batches in production); one batch here, so that 2,000 messages are provably
+    more than the beat can hold in flight plus the client's queue of 20."""
+    clients: list[FlowControlledClient] = []
+
+    class Recorded(FlowControlledClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            clients.append(self)
+
+    monkeypatch.setattr(source_module, "FlowControlledClient", Recorded)
+    monkeypatch.setattr(source_module, "_MAX_PENDING_COMMITS", 1)
     beat = hivemq_beat(tmp_path, mosquitto, mqtt_queue_size=20)
     async with run_beat(beat) as base:
         await ready(base)
-        beat.log._writer_pool.submit(time.sleep, 1.0)  # the log stalls for a second
-        async with publisher(mosquitto) as client:
-            for n in range(2000):
-                await client.publish("test/burst", json.dumps({"n": n}), qos=1)
+        held = threading.Event()
+        beat.log._writer_pool.submit(held.wait)  # no commit completes until `held` is set
+        try:
+            async with publisher(mosquitto) as client:
+                for n in range(2000):
+                    await client.publish("test/burst", json.dumps({"n": n}), qos=1)
+            (reader,) = clients
+            await eventually(lambda: reader.paused, what="the client to pause reading")
+            assert len(reader.messages) >= 20
+            assert beat.log.head == 0
+        finally:
+            held.set()
         await eventually(lambda: beat.log.head == 2000, timeout=30, what="2000 committed")
         messages = await read_sse(f"{base}/events?last_event_id=0", count=2000)
     assert [m.json()["data"]["n"] for m in messages] == list(range(2000))
     assert beat.metrics.source_paused._value.get() >= 1
+    assert not reader.paused
 
 
 async def test_shared_subscription_and_channel_mapping(

@@ -23,7 +23,8 @@ Enough of Ditto to develop and test against, following its public protocol and d
   not fit is dropped and counted, as Ditto drops events for slow WebSocket readers.
 * Test switches: ``POST /admin/drop`` (or :meth:`Hub.drop_connections`) closes every WebSocket,
   ``POST /admin/burst`` makes N changes quickly, ``POST /admin/raw`` sends a raw text frame to
-  every session, ``GET /admin/sessions`` shows queues; ``scenario``: connected cars.
+  every session (a binary one for ``application/octet-stream``), ``GET /admin/sessions`` shows
+  queues; ``scenario``: connected cars.
 """
 
 from __future__ import annotations

@@ -276,8 +276,11 @@ def _admin(app: FastAPI, ditto: DittoEmulator) -> None:
 
     @app.post("/admin/raw")
     async def raw(request: Request) -> dict[str, int]:
-        text = (await request.body()).decode()
-        return {"sessions": sum(s.offer(text) for s in list(ditto.sessions))}
+        """The body as a text frame; as a binary frame when sent as application/octet-stream."""
+        body = await request.body()
+        binary = request.headers.get("content-type") == "application/octet-stream"
+        frame = body if binary else body.decode()
+        return {"sessions": sum(s.offer(frame) for s in list(ditto.sessions))}
 
     @app.post("/admin/burst")
     async def burst(thing_id: str, count: int) -> dict[str, int]:

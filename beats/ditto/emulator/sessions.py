@@ -35,6 +35,8 @@ _FILTERED = frozenset({"twin-events", "live-events"})
 class Socket(Protocol):
     async def send_text(self, data: str) -> None: ...
 
+    async def send_bytes(self, data: bytes) -> None: ...
+
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
@@ -51,15 +53,16 @@ class Session:
     def __init__(self, socket: Socket, buffer: int, subject: str) -> None:
         self.socket = socket
         self.subject = subject
-        self.queue: asyncio.Queue[str] = asyncio.Queue(buffer)
+        self.queue: asyncio.Queue[str | bytes] = asyncio.Queue(buffer)
         self.subscriptions: dict[str, Subscription] = {}
         self.commands: list[str] = []
         self.jwt_tokens: list[str] = []
         self.dropped = 0
         self.sent = 0
 
-    def offer(self, text: str) -> bool:
-        """Queue a frame without waiting; ``False`` (and counted) when the queue is full."""
+    def offer(self, text: str | bytes) -> bool:
+        """Queue a frame without waiting; ``False`` (and counted) when the queue is full.
+        ``bytes`` go out as a binary frame (a test switch: Ditto sends text frames)."""
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -89,7 +92,11 @@ class Session:
         """Move queued frames to the socket until it closes (runs as one task per session)."""
         with contextlib.suppress(Exception):
             while True:
-                await self.socket.send_text(await self.queue.get())
+                frame = await self.queue.get()
+                if isinstance(frame, bytes):
+                    await self.socket.send_bytes(frame)
+                else:
+                    await self.socket.send_text(frame)
                 self.sent += 1
 
 

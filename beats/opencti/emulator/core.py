@@ -46,7 +46,7 @@ class Collection:
 def _parse(data: str) -> dict[str, Any] | None:
     try:
         payload = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -198,9 +198,11 @@ class OpenctiEmulator:
         ]
         return await self.store.append(frames, shared_id=shared_id)
 
-    async def append_raw(self, kind: str, data: str) -> StreamId:
-        """Append an entry whose data is sent as is (malformed frames for tests); it must be
-        one line, as every ``data:`` OpenCTI writes."""
+    async def append_raw(self, kind: str, data: str | bytes) -> StreamId:
+        """Append an entry whose data is sent as is (malformed frames for tests), bytes too
+        (not UTF-8 ones included); it must be one line, as every ``data:`` OpenCTI writes."""
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "surrogateescape")
         if "\n" in data or "\r" in data:
             raise ValueError("frame data is one line")
         (entry_id,) = await self.store.append([(kind, data)])
