@@ -22,9 +22,15 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LOGGED", "BodyLimit", "BodyTooLarge", "limit_bodies", "read_body"]
+__all__ = ["DISCARD_BYTES", "LOGGED", "BodyLimit", "BodyTooLarge", "limit_bodies", "read_body"]
 
 _log = logging.getLogger(__name__)
+
+DISCARD_BYTES = 64 * 1024 * 1024
+"""What the server reads and drops of a body it refused before reading it (413, 401...), so that
+the client, which sends its whole body before it reads the answer, gets that answer and keeps
+its connection (:class:`common.http.DeadlineProtocol`). A refused body with more than this to
+come, or of unknown length (chunked), is answered with ``Connection: close`` instead."""
 
 LOGGED = "beats.http_logged"
 """Scope key set once a request was logged and counted as refused or aborted, here or by the
@@ -107,7 +113,15 @@ class _Request:
             self.answered = True
             if message["status"] == 413:
                 self._once("too_large", "refused %s: request body too large (413, %d bytes read)")
+            if not self.body_complete and not self._discardable():
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"connection", b"close")]}  # fmt: skip
         await self.send(message)
+
+    def _discardable(self) -> bool:
+        """Whether the rest of the body may be read and dropped (see :data:`DISCARD_BYTES`)."""
+        declared = _declared(self.scope)
+        return declared is not None and declared - self.received <= DISCARD_BYTES
 
     def disconnected(self) -> None:
         if not self.answered:  # else the client left after its answer: nothing was lost

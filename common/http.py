@@ -34,7 +34,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from common.bodies import LOGGED, limit_bodies
+from common.bodies import DISCARD_BYTES, LOGGED, limit_bodies
 from common.lifecycle import listen
 from common.settings import ServiceSettings
 
@@ -249,7 +249,7 @@ def _protocol(
     attributes = {
         "head_timeout": limits.head_timeout,
         "body_timeout": limits.body_timeout,
-        "discard_limit": max(limits.max_body_bytes, 64 * 1024),
+        "discard_limit": DISCARD_BYTES,
         "on_head_timeout": staticmethod(on_head_timeout),
         "on_rejected": staticmethod(on_rejected),
     }

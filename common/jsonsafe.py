@@ -13,7 +13,9 @@ UTF-8 JSON unchanged, and raises :class:`~common.normalize.Rejected` otherwise:
   - a number beyond the range of a double (``1e400``): it would become ``Infinity``;
   - an integer of more than :data:`MAX_INT_DIGITS` digits;
   - nesting deeper than ``max_depth`` (default :data:`MAX_DEPTH`), which also keeps every
-    later encoder and recursive walk far from its limits.
+    later encoder and recursive walk far from its limits;
+  - an object with the same member name twice (``{"a": 1, "a": 2}``): a decoder keeps one of
+    them (JavaScript's ``JSON.parse`` and Python's the last), so a value would silently go.
 
 What a beat does with each is its choice, documented in the README: the HiveMQ beat keeps an
 unrepresentable payload byte for byte as ``data_base64`` with the reason in the ``datanote``
@@ -69,6 +71,17 @@ def _int(text: str) -> int:
     return int(text)
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Unrepresentable(f"the member name {name[:60]!r} appears twice in an object")
+            seen.add(name)
+    return value
+
+
 class _Unrepresentable(Exception):
     """Raised from inside the decoder's hooks (anything else there becomes a ValueError)."""
 
@@ -86,10 +99,14 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, what: str = "input") 
     try:
         if _BIG_NUMBER.search(text):
             value = json.loads(
-                text, parse_constant=_no_constant, parse_float=_float, parse_int=_int
+                text,
+                parse_constant=_no_constant,
+                parse_float=_float,
+                parse_int=_int,
+                object_pairs_hook=_unique,
             )
         else:
-            value = json.loads(text, parse_constant=_no_constant)
+            value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique)
     except _Unrepresentable as exc:
         raise Unrepresentable(f"{what}: {exc}") from None
     except RecursionError:

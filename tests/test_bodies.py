@@ -76,7 +76,11 @@ def head(method: str, path: str, **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-NOTIFY = {SECRET_HEADER: SECRET, "Content-Type": "application/json"}
+NOTIFY = {
+    SECRET_HEADER: SECRET,
+    "Content-Type": "application/json",
+    "Authorization": f"Bearer {SECRET}",  # /writeback's token (ignored by /notify)
+}
 CHUNKED = {"Transfer-Encoding": "chunked"}
 
 
@@ -106,6 +110,8 @@ def fiware(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
         "--notify-url",
         f"http://127.0.0.1:{port}/notify",
         "--notify-secret",
+        SECRET,
+        "--writeback-token",
         SECRET,
         "--data-dir",
         str(tmp / "data"),

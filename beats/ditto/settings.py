@@ -44,6 +44,13 @@ class DittoSettings(BeatSettings):
         20.0, description="WebSocket ping every this many seconds; no pong in as long: reconnect."
     )
     ditto_ack_timeout: float = Field(10.0, description="Seconds to wait for each :ACK.")
+    ditto_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="A protocol message larger than this is dead-lettered (its first 64 KiB "
+        "and digest kept); the WebSocket accepts up to twice as much, so such a message does "
+        "not cost the session (Ditto does not replay what a closed session missed).",
+    )
     ditto_buffer: int = Field(
         100_000,
         description="Messages buffered between the socket and the log; beyond it the "

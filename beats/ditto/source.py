@@ -37,7 +37,8 @@ from typing import Any
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from beats.ditto.normalize import normalize, snapshot_event
 from beats.ditto.protocol import ACK_SUFFIX, control, jwt_token
@@ -54,7 +55,7 @@ __all__ = ["DittoSource"]
 _log = logging.getLogger(__name__)
 _BATCH = 500
 _MAX_PENDING = 1000
-_CONTROL = re.compile(r"[A-Z]+(-[A-Z]+)*(:ACK)?")
+_CONTROL = re.compile(r"(START|STOP)-SEND(-[A-Z]+)+(:ACK)?")
 """A protocol control frame (``START-SEND-EVENTS:ACK``); anything else is a message."""
 _Commit = asyncio.Future[list[StoredEvent | None]]
 
@@ -88,11 +89,22 @@ class DittoSource:
                 delay = refused.next() if status in (401, 403) else backoff.next()
             except (OSError, TimeoutError, WebSocketException, SessionLost) as exc:
                 detail, delay = f"{type(exc).__name__}: {exc}", backoff.next()
+                if isinstance(exc, ConnectionClosed) and exc.rcvd is None and exc.sent is not None \
+                        and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:  # fmt: skip
+                    await self._too_big(pipeline)
             pipeline.metrics.source_connected.set(0)
             pipeline.metrics.reconnects.inc()
             pipeline.set_ready("ditto", False, detail)
             _log.warning("ditto %s: %s; reconnecting in %.1fs", self.ws_url, detail, delay)
             await asyncio.sleep(delay)
+
+    async def _too_big(self, pipeline: Pipeline) -> None:
+        """A message beyond twice ``--ditto-max-message-bytes`` closed the session (WebSocket
+        1009): its content is unknown, but it is not silent: a dead letter says so."""
+        limit = 2 * self.settings.ditto_max_message_bytes
+        reason = f"a message over {limit} bytes closed the WebSocket session (1009); not kept"
+        with contextlib.suppress(Exception):
+            await pipeline.dead_letter(raw=b"", reason=reason, source=self.ws_url)
 
     def _headers(self) -> dict[str, str]:
         s = self.settings
@@ -119,7 +131,7 @@ class DittoSource:
             ping_interval=self.settings.ditto_ping_interval,
             ping_timeout=self.settings.ditto_ping_interval,
             open_timeout=10,
-            max_size=16 * 1024 * 1024,
+            max_size=2 * self.settings.ditto_max_message_bytes,
         ) as ws:
             await self._subscribe(ws, buffer)
             backoff.reset()
@@ -208,8 +220,16 @@ class DittoSource:
                 raise SessionLost("a commit failed")
 
     def _events(self, frame: str | bytes, pipeline: Pipeline) -> list[CloudEvent]:
+        limit = self.settings.ditto_max_message_bytes
+        size = len(frame)
+        if isinstance(frame, str) and 4 * size > limit:
+            size = len(frame.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            pipeline.received()
+            reason = f"message of {size} bytes exceeds {limit} (--ditto-max-message-bytes)"
+            return [pipeline.rejected(raw=frame, reason=reason, source=self.ws_url)]
         text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
-        if _CONTROL.fullmatch(text.strip()):
+        if isinstance(frame, str) and _CONTROL.fullmatch(text.strip()):
             _log.info("ditto: control message %r", text[:200])
             return []
         pipeline.received()

@@ -179,12 +179,12 @@ def _data(frame: Frame, payload: dict[str, Any], stix: dict[str, Any]) -> dict[s
         "message": payload.get("message"),
         "origin_user_id": origin.get("user_id"),
         "origin_referer": origin.get("referer"),
-        "origin": origin,
+        "origin": payload.get("origin", {}),  # as sent, whatever its type
         "version": payload.get("version"),
         "scope": payload.get("scope"),
         "opencti": lifted(stix),
         "stix": stix,
-        "context": context,
+        "context": payload.get("context", {}),
     }
     if frame.kind in ("update", "merge") or "reverse_patch" in context:
         data["patch"] = context.get("patch")
