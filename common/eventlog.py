@@ -228,11 +228,20 @@ class EventLog:
     # -- reading ---------------------------------------------------------------------------
 
     async def read(
-        self, *, after: int, limit: int = 500, channel: str | None = None
+        self,
+        *,
+        after: int,
+        limit: int = 500,
+        channel: str | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        """Committed events with ``seq > after``, oldest first, at most ``limit``."""
+        """Committed events with ``seq > after``, oldest first, at most ``limit``; with
+        ``max_bytes``, rows stop being fetched once their bodies reach it (at least one row is
+        returned, so a page exceeds ``max_bytes`` by less than one event)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, self._read_sync, after, limit, channel)
+        return await loop.run_in_executor(
+            self._reader_pool, self._read_sync, after, limit, channel, max_bytes
+        )
 
     async def oldest(self) -> int:
         """The smallest sequence kept (``head + 1`` when the log is empty)."""
@@ -377,7 +386,9 @@ class EventLog:
         conn.execute("COMMIT")
         self.purged_through = through
 
-    def _read_sync(self, after: int, limit: int, channel: str | None) -> list[StoredEvent]:
+    def _read_sync(
+        self, after: int, limit: int, channel: str | None, max_bytes: int | None = None
+    ) -> list[StoredEvent]:
         conn = self._connect()
         if channel is None:
             rows = conn.execute(
@@ -391,7 +402,14 @@ class EventLog:
                 "WHERE channel = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (channel, after, limit),
             )
-        return [StoredEvent(seq, ch, typ, key, bytes(body)) for seq, ch, typ, key, body in rows]
+        events: list[StoredEvent] = []
+        size = 0
+        for seq, ch, typ, key, body in rows:
+            events.append(StoredEvent(seq, ch, typ, key, bytes(body)))
+            size += len(body)
+            if max_bytes is not None and size >= max_bytes:
+                break
+        return events
 
     def _oldest_sync(self) -> int:
         (low,) = self._connect().execute("SELECT MIN(seq) FROM events").fetchone()

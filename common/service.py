@@ -65,7 +65,11 @@ class Beat:
             synchronous=settings.log_sync,
             observe_commit=self.metrics.append_seconds.observe,
         )
-        self.hub = Hub(metrics=self.metrics, queue_size=settings.sse_queue_size)
+        self.hub = Hub(
+            metrics=self.metrics,
+            queue_size=settings.sse_queue_size,
+            queue_bytes=settings.sse_queue_bytes,
+        )
         self.log.add_listener(self.hub.publish)
         self.pipeline = Pipeline(
             beat=name, log=self.log, metrics=self.metrics, readiness=self.readiness

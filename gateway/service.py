@@ -54,6 +54,7 @@ class Gateway:
             self.beats,
             http=self.http,
             ring_size=settings.ring_size,
+            ring_bytes=settings.ring_bytes,
             linger=settings.upstream_linger,
             metrics=self.metrics,
         )
@@ -117,6 +118,7 @@ class Gateway:
             http=self.http,
             metrics=self.metrics,
             queue_size=self.settings.client_queue_size,
+            queue_bytes=self.settings.client_queue_bytes,
             merged=merged,
             filter=filter,
             tlp_max=principal.tlp_max,
@@ -144,6 +146,7 @@ class Gateway:
                 "head": upstream.head,
                 "clients": upstream.refs,
                 "ring": len(upstream.ring),
+                "ring_bytes": upstream.ring_held,
             }
             for upstream in self.pool.all()
             if upstream.beat == name
