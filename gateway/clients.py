@@ -141,8 +141,11 @@ class Subscription:
         return cursor
 
     async def _read_beat(self, cursor: int) -> int:
-        """Replay from the beat after ``cursor`` until the held events take over."""
-        http, url = self.client.http, self.upstream.url
+        """Replay from the beat after ``cursor`` until the held events take over. A beat that
+        ends the stream after some progress (this slow read overflowed its buffer there) is
+        read again from where it stopped, as any client resumes; one that ends it with none
+        fails the client."""
+        http, url, start = self.client.http, self.upstream.url, cursor
         async with open_beat_stream(http, url, cursor) as frames:
             async for frame in frames:
                 if frame.gap is not None:
@@ -154,7 +157,10 @@ class Subscription:
                 await self.client.push_replay(self, [frame])
                 if self.floor is not None and cursor >= self.floor:
                     return cursor
-        raise BeatError(f"{url}: the beat ended the replay")
+        if cursor == start:
+            raise BeatError(f"{url}: the beat ended the replay")
+        _log.info("client replay of %s: the beat ended it at %d; resuming", self.label, cursor)
+        return cursor
 
     def _go_live(self) -> None:
         held, self.held = self.held, deque()

@@ -7,6 +7,7 @@ stop reading); the count bounds are set far away so that only the byte bounds ca
 from __future__ import annotations
 
 import asyncio
+import socket
 import tracemalloc
 from pathlib import Path
 
@@ -112,3 +113,35 @@ async def test_stalled_replays_through_the_gateway_hold_about_their_queue_each(
     assert [int(m.id) for m in replayed] == list(range(1, events + 1))
     assert all(size <= 2 * MIB + 3 * MIB for size in queued)  # half the queue + one frame
     assert growth < clients * 16 * MIB, f"{growth / MIB:.1f} MiB for {clients} stalled clients"
+
+
+def _read_ids(sock: socket.socket, count: int) -> tuple[list[int], bytes]:
+    """Read a stalled client's stream (it starts reading now) until ``count`` ids came."""
+    raw = b""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # a 4 KiB window crawls
+    sock.settimeout(30)
+    last = b"\nid: %d\n" % count
+    while last not in raw[-(1 << 20) :] and (chunk := sock.recv(1 << 20)):
+        raw += chunk
+    return sse_ids(raw), raw
+
+
+async def test_a_slow_replay_the_beat_cut_off_is_resumed_not_failed(tmp_path: Path) -> None:
+    """The gateway reads a replay from the beat only as fast as its client takes it; live
+    events meanwhile overflow that read's buffer on the beat, which ends it. The gateway
+    resumes the read from where it stopped: its client sees one stream, without gap."""
+    before, live = 100, 200
+    beat = beat_named(tmp_path, "test", sse_queue_size=100_000, sse_queue_bytes=MIB)
+    settings = gateway_settings({"test": beat}, client_queue_bytes=MIB)
+    async with run_beat(beat), run_gateway(settings) as (gateway, _):
+        await beat.pipeline.commit(make_events(before, pad=64 * 1024))
+        slow = stalled_socket(settings.port, "/streams/test?last_event_id=0")
+        await eventually(lambda: len(gateway.clients) == 1, what="the slow client")
+        for first in range(before, before + live, 4):
+            await beat.pipeline.commit(make_events(4, start=first, pad=64 * 1024))
+        await eventually(lambda: beat.metrics.sse_overflow._value.get() >= 1, what="overflow")
+        received, raw = await asyncio.to_thread(_read_ids, slow, before + live)
+        slow.close()
+        assert gateway.metrics.overflow._value.get() == 0
+    assert received == list(range(1, before + live + 1))
+    assert b"unreachable" not in raw and b"overflow" not in raw
