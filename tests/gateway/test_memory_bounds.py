@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.service import Gateway
 from tests.gateway.support import beat_named, gateway_settings, run_gateway, stalled_socket
 from tests.support import eventually, make_events, read_sse, run_beat
-from tests.test_memory_bounds import MIB, read_all, settled_growth, sse_ids
+from tests.test_memory_bounds import MIB, read_all, sequences, settled_growth, sse_ids
 
 
 def _ring_ok(gateway: Gateway, head: int) -> bool:
@@ -33,10 +33,10 @@ async def test_a_stalled_client_overflows_by_bytes_and_resumes_without_gap(
         stalled = stalled_socket(settings.port, "/streams/test")
         await eventually(lambda: len(gateway.clients) == 1, what="the stalled client")
         await eventually(lambda: _ring_ok(gateway, 0), what="the upstream")
-        fast = asyncio.create_task(read_sse(f"{base}/streams/test?last_event_id=0", count=total))
+        fast = asyncio.create_task(sequences(f"{base}/streams/test", count=total))
         for first in range(0, total, 4):
             await beat.pipeline.commit(make_events(4, start=first, pad=64 * 1024))
-        await eventually(lambda: gateway.metrics.overflow._value.get() == 1, what="overflow")
+        await eventually(lambda: gateway.metrics.overflow._value.get() >= 1, what="overflow")
         raw = await asyncio.to_thread(read_all, stalled)
         stalled.close()
         received = sse_ids(raw)
@@ -44,7 +44,7 @@ async def test_a_stalled_client_overflows_by_bytes_and_resumes_without_gap(
             f"{base}/streams/test", count=total - len(received),
             headers={"Last-Event-ID": str(received[-1])}, timeout=30,
         )  # fmt: skip
-        assert [int(m.id) for m in await fast] == list(range(1, total + 1))
+        assert await fast == list(range(1, total + 1))
     assert b": overflow, reconnect with Last-Event-ID to resume\nretry: 500" in raw
     assert received == list(range(1, len(received) + 1))
     assert len(received) < total // 2
