@@ -17,7 +17,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bench import ditto_path, fiware_path, gateway_fanout, mqtt_path, opencti_path, spark_source
+from bench import (
+    ditto_path,
+    fiware_path,
+    gateway_fanout,
+    memory_bounds,
+    mqtt_path,
+    opencti_path,
+    spark_source,
+)
 
 HERE = Path(__file__).parent
 TOLERANCE = 0.30
@@ -79,6 +87,7 @@ BENCHMARKS: dict[str, Bench] = {
     "gateway_fanout": lambda a: gateway_fanout.run(
         clients=a.clients, rate=a.rate, idle=a.idle_connections
     ),
+    "memory_bounds": lambda a: memory_bounds.run(),
 }
 
 

@@ -89,6 +89,12 @@ class Metrics:
         self.kafka_produced = Counter(
             "beats_kafka_produced", "Events acknowledged by Kafka", ch, registry=r
         )
+        self.kafka_oversize = Counter(
+            "beats_kafka_oversize",
+            "Events too large for Kafka, produced as a stand-in record without data",
+            ch,
+            registry=r,
+        )
         self.kafka_errors = Counter(
             "beats_kafka_errors", "Kafka failures by kind", ["kind"], registry=r
         )

@@ -84,6 +84,7 @@ def beat_router(beat: Beat) -> APIRouter:
                 metrics=beat.metrics,
                 channel=channel,
                 last_event_id=resume,
+                page_bytes=beat.settings.sse_page_bytes,
             ),
             headers=SSE_HEADERS,
             ping=beat.settings.sse_heartbeat,

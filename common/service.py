@@ -76,7 +76,11 @@ class Beat:
             observe_commit=self.metrics.append_seconds.observe,
             observe_failure=lambda kind: self.metrics.log_failures.labels(kind).inc(),
         )
-        self.hub = Hub(metrics=self.metrics, queue_size=settings.sse_queue_size)
+        self.hub = Hub(
+            metrics=self.metrics,
+            queue_size=settings.sse_queue_size,
+            queue_bytes=settings.sse_queue_bytes,
+        )
         self.log.add_listener(self.hub.publish)
         self.pipeline = Pipeline(
             beat=name,

@@ -165,6 +165,18 @@ class BeatSettings(ServiceSettings):
         description="Per-subscriber buffer; a subscriber that overflows it is "
         "disconnected and resumes from the log.",
     )
+    sse_queue_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Per-subscriber buffer in bytes of event JSON; a subscriber that overflows it "
+        "is disconnected and resumes from the log (one larger event is still delivered).",
+    )
+    sse_page_bytes: int = Field(
+        2**20,
+        ge=1024,
+        description="Bytes of events per replay page read from the log and per chunk written to "
+        "an SSE client (one larger event goes alone).",
+    )
     sse_heartbeat: float = Field(15.0, description="Seconds between SSE heartbeat comments.")
     sse_send_timeout: float = Field(
         30.0, description="A client that does not take a write for this long is disconnected."
@@ -181,7 +193,20 @@ class BeatSettings(ServiceSettings):
     kafka_replication: int = Field(
         1, ge=1, description="Replication factor of topics the beat creates."
     )
-    kafka_batch: int = Field(500, description="Events per forwarder batch.")
+    kafka_batch: int = Field(500, ge=1, description="Events per forwarder batch.")
+    kafka_batch_bytes: int = Field(
+        4 * 2**20,
+        ge=1024,
+        description="Bytes of events per forwarder batch (at least one event).",
+    )
+    kafka_max_request_size: int = Field(
+        2**20,
+        ge=65536,
+        description="Largest record the producer sends (Kafka's max.request.size; keep it within "
+        "the broker's message.max.bytes). A larger event is produced as a small stand-in record "
+        "(its attributes, no data, 'oversize' = its size), logged and counted; the full event "
+        "stays on SSE.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )

@@ -19,20 +19,27 @@ unclean stop with no evidence of loss (``skipped``) is crossed silently, unless 
 
 Overflow: when the subscriber's buffer overflows (see :mod:`common.hub`), the stream ends with a
 ``retry:`` hint and a comment; the client's reconnect resumes from its ``Last-Event-ID``.
+
+Memory: the replay reads the log in pages of at most ``page_bytes`` of event JSON (at least one
+event), and every chunk handed to the server, replayed or live, holds at most ``page_bytes`` of
+frames (one larger event goes alone). The server takes the next chunk only once the previous
+one was written to the connection's buffer, so a stalled client holds about one page, one chunk
+and its hub buffer (``--sse-queue-bytes``), whatever the size of the log.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from common.eventlog import EventLog, GapRange, StoredEvent
 from common.hub import Hub
 from common.metrics import Metrics
 
-__all__ = ["GAP_EVENT", "event_stream", "gap_frame", "parse_last_event_id"]
+__all__ = ["GAP_EVENT", "PAGE_BYTES", "chunks", "event_stream", "gap_frame", "parse_last_event_id"]
 
 GAP_EVENT = "beats.gap"
+PAGE_BYTES = 1 << 20
 _PAGE = 500
 
 
@@ -63,6 +70,7 @@ async def event_stream(
     channel: str | None,
     last_event_id: int | None,
     retry_ms: int = 2000,
+    page_bytes: int = PAGE_BYTES,
 ) -> AsyncIterator[bytes]:
     with hub.subscribe(channel) as subscription:
         yield b"retry: %d\n\n" % retry_ms
@@ -73,14 +81,17 @@ async def event_stream(
             if reason is not None:
                 metrics.sse_gaps.inc()
                 yield gap_frame(requested=last_event_id, resumed_after=cursor, reason=reason)
-            async for page in _replay(log, channel, cursor):
-                yield b"".join(_frames(page, cursor, log.ranges, metrics))
-                cursor = page[-1].seq
-        while (batch := await subscription.next_batch()) is not None:
-            frames = [event.sse_frame() for event in batch if event.seq > cursor]
-            if frames:
-                cursor = batch[-1].seq
-                yield b"".join(frames)
+            replay = _replay(log, channel, cursor, page_bytes, metrics)
+            async for position, parts in replay:
+                cursor = position
+                while parts:
+                    yield parts.pop(0)
+        # ``parts.pop(0)`` binds no name: a stream waiting for live events keeps no old chunk
+        while (batch := await subscription.next_batch(page_bytes)) is not None:
+            cursor, parts = _render([e for e in batch if e.seq > cursor], cursor, page_bytes)
+            del batch
+            while parts:
+                yield parts.pop(0)
         if subscription.overflowed:
             yield b": overflow, reconnect with Last-Event-ID to resume\nretry: 500\n\n"
 
@@ -111,9 +122,35 @@ def _frames(
         yield event.sse_frame()
 
 
+def chunks(frames: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """SSE ``frames`` joined into chunks of at most ``limit`` bytes (a larger frame is a chunk
+    of its own)."""
+    parts: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if parts and size + len(frame) > limit:
+            yield b"".join(parts)
+            parts, size = [], 0
+        parts.append(frame)
+        size += len(frame)
+    if parts:
+        yield b"".join(parts)
+
+
+def _render(events: list[StoredEvent], cursor: int, limit: int) -> tuple[int, list[bytes]]:
+    """The new cursor and the chunks of ``events``."""
+    if not events:
+        return cursor, []
+    return events[-1].seq, list(chunks((event.sse_frame() for event in events), limit))
+
+
 async def _replay(
-    log: EventLog, channel: str | None, after: int
-) -> AsyncIterator[list[StoredEvent]]:
-    while page := await log.read(after=after, limit=_PAGE, channel=channel):
+    log: EventLog, channel: str | None, after: int, page_bytes: int, metrics: Metrics
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """The log after ``after``, page by page: the page's last sequence and its chunks (with a
+    gap signal before the first event past a lost range)."""
+    while page := await log.read(after=after, limit=_PAGE, channel=channel, max_bytes=page_bytes):
+        parts = list(chunks(_frames(page, after, log.ranges, metrics), page_bytes))
         after = page[-1].seq
-        yield page
+        del page
+        yield after, parts

@@ -21,10 +21,18 @@ to the newest of them: the replay simply goes further (it is a complete stream o
 A client ahead of the upstream (it came from the beat, or the beat's log was reset) is
 checked with the beat, which answers with events or with a gap signal.
 
-Overflow: once live, a client has a bounded queue (``--client-queue-size``). Publishing never
-waits; a client whose queue is full is disconnected with a ``retry:`` hint and resumes with
-its ``Last-Event-ID``, as on a beat. A client whose replay read fails (the beat is down) is
-ended the same way.
+Overflow: once live, a client has a queue bounded in events (``--client-queue-size``) and in
+bytes (``--client-queue-bytes``, :attr:`Frame.size`; one larger event is still taken by an
+empty queue). Publishing never waits; a client whose queue would pass either bound is
+disconnected with a ``retry:`` hint (logged and counted) and resumes with its
+``Last-Event-ID``, as on a beat. A client whose replay read fails (the beat is down) is ended
+the same way. The held events of a catching-up subscription have the same bounds.
+
+Memory: replays never overflow, they wait while the client's queue is half full (in events or
+bytes); the ring is read a page of about ``CHUNK_BYTES`` at a time, so a replaying client
+keeps no snapshot of the ring. Each chunk handed to the server holds at most ``CHUNK_BYTES``
+(one larger event goes alone): a stalled client holds its queue, one chunk and the
+connection's buffer.
 """
 
 from __future__ import annotations
@@ -44,7 +52,9 @@ from gateway.frames import Frame
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import BeatError, Upstream, open_beat_stream
 
-__all__ = ["ClientStream", "Subscription"]
+__all__ = ["CHUNK_BYTES", "ClientStream", "Subscription"]
+
+CHUNK_BYTES = 1 << 20
 
 _log = logging.getLogger(__name__)
 _RETRY = b"retry: 2000\n\n"
@@ -63,6 +73,7 @@ class Subscription:
         self.live = True
         self.floor: int | None = None
         self.held: deque[Frame] = deque()
+        self.held_bytes = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self, resume: int | None) -> None:
@@ -86,11 +97,13 @@ class Subscription:
             return
         if frame.seq is not None and self.floor is None:
             self.floor = frame.seq - 1
-        if len(self.held) >= self.client.queue_size and frame.seq is not None:
+        if self.client.is_full(len(self.held), self.held_bytes, frame) and frame.seq is not None:
             self.held.clear()
+            self.held_bytes = 0
             self.floor = frame.seq
             return
         self.held.append(frame)
+        self.held_bytes += frame.size
 
     async def _catch_up(self, cursor: int) -> None:
         try:
@@ -110,21 +123,29 @@ class Subscription:
 
     async def _replay_to_floor(self, cursor: int) -> int:
         """Send what lies between ``cursor`` and ``floor``, from the ring or from the beat."""
+        from_ring = False
         while self.floor is None or cursor < self.floor:
             head = self.upstream.head
-            frames = self.upstream.ring_after(cursor)
+            frames = self.upstream.ring_after(cursor, CHUNK_BYTES)
             if frames is not None and head is not None:
-                self.client.metrics.replays.labels("ring").inc()
+                if not from_ring:
+                    self.client.metrics.replays.labels("ring").inc()
+                    from_ring = True
                 await self.client.push_replay(self, frames)
-                cursor = max(cursor, head)
+                last = frames[-1].seq if frames else head
+                cursor = max(cursor, last or cursor)
             else:
+                from_ring = False
                 self.client.metrics.replays.labels("beat").inc()
                 cursor = await self._read_beat(cursor)
         return cursor
 
     async def _read_beat(self, cursor: int) -> int:
-        """Replay from the beat after ``cursor`` until the held events take over."""
-        http, url = self.client.http, self.upstream.url
+        """Replay from the beat after ``cursor`` until the held events take over. A beat that
+        ends the stream after some progress (this slow read overflowed its buffer there) is
+        read again from where it stopped, as any client resumes; one that ends it with none
+        fails the client."""
+        http, url, start = self.client.http, self.upstream.url, cursor
         async with open_beat_stream(http, url, cursor) as frames:
             async for frame in frames:
                 if frame.gap is not None:
@@ -136,10 +157,14 @@ class Subscription:
                 await self.client.push_replay(self, [frame])
                 if self.floor is not None and cursor >= self.floor:
                     return cursor
-        raise BeatError(f"{url}: the beat ended the replay")
+        if cursor == start:
+            raise BeatError(f"{url}: the beat ended the replay")
+        _log.info("client replay of %s: the beat ended it at %d; resuming", self.label, cursor)
+        return cursor
 
     def _go_live(self) -> None:
         held, self.held = self.held, deque()
+        self.held_bytes = 0
         self.live = True
         self.client.push_many(self, held)
 
@@ -159,6 +184,7 @@ class ClientStream:
         http: httpx.AsyncClient,
         metrics: GatewayMetrics,
         queue_size: int,
+        queue_bytes: int,
         merged: bool,
         filter: Filter | None,
         principal: Principal,
@@ -167,12 +193,14 @@ class ClientStream:
         self.http = http
         self.metrics = metrics
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.merged = merged
         self.filter = filter
         self.principal = principal
         self.tlp_max = principal.tlp_max
         self.subscriptions: list[Subscription] = []
         self.out: deque[tuple[Subscription, Frame]] = deque()
+        self.out_bytes = 0
         self.overflowed = False
         self.failed = False
         self.closed = False
@@ -190,29 +218,43 @@ class ClientStream:
 
     # -- filling the queue (upstreams and replays) -----------------------------------------------
 
+    def is_full(self, count: int, size: int, frame: Frame) -> bool:
+        """Whether a queue of ``count`` frames and ``size`` bytes cannot take ``frame``."""
+        return count >= self.queue_size or (count > 0 and size + frame.size > self.queue_bytes)
+
     def push(self, subscription: Subscription, frame: Frame) -> None:
         if self.overflowed or self.closed:
             return
-        if len(self.out) >= self.queue_size:
+        if self.is_full(len(self.out), self.out_bytes, frame):
+            _log.info(
+                "gateway: a client of %s overflowed its queue (%d events, %d bytes); "
+                "disconnected, it resumes with Last-Event-ID",
+                subscription.label, len(self.out), self.out_bytes,
+            )  # fmt: skip
             self.overflowed = True
             self.out.clear()
+            self.out_bytes = 0
             self.metrics.overflow.inc()
         else:
             self.out.append((subscription, frame))
+            self.out_bytes += frame.size
         self._wakeup.set()
 
     def push_many(self, subscription: Subscription, frames: Iterable[Frame]) -> None:
-        self.out.extend((subscription, frame) for frame in frames)
+        for frame in frames:
+            self.out.append((subscription, frame))
+            self.out_bytes += frame.size
         self._wakeup.set()
 
     async def push_replay(self, subscription: Subscription, frames: list[Frame]) -> None:
-        """Queue replayed frames, waiting while the client is behind (replays never overflow)."""
-        step = max(1, self.queue_size // 2)
-        for start in range(0, len(frames), step):
-            while len(self.out) >= step and not self.closed:
+        """Queue replayed frames, waiting while the client's queue is half full (in events or
+        bytes): replays never overflow."""
+        step, step_bytes = max(1, self.queue_size // 2), max(1, self.queue_bytes // 2)
+        for frame in frames:
+            while (len(self.out) >= step or self.out_bytes >= step_bytes) and not self.closed:
                 self._space.clear()
                 await self._space.wait()
-            self.push_many(subscription, frames[start : start + step])
+            self.push_many(subscription, (frame,))
 
     async def drained(self) -> None:
         """Return once the client took everything queued (or the stream ended)."""
@@ -237,12 +279,14 @@ class ClientStream:
         try:
             yield _RETRY
             while not (self.closed or self.overflowed or self.failed):
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                chunk = self._drain()
+                if not self.out:
+                    await self._wakeup.wait()
+                    self._wakeup.clear()
+                chunk = self._drain(CHUNK_BYTES)
                 self._space.set()
                 if chunk:
                     yield chunk
+                del chunk
             if self.overflowed:
                 yield _OVERFLOW
             elif self.failed:
@@ -250,15 +294,20 @@ class ClientStream:
         finally:
             self.release()
 
-    def _drain(self) -> bytes:
+    def _drain(self, limit: int) -> bytes:
+        """The next chunk for the client: the oldest queued frames, up to ``limit`` bytes of
+        them (at least one)."""
         if self.overflowed:
             return b""
         parts: list[bytes] = []
-        while self.out:
+        size = 0
+        while self.out and size < limit:
             subscription, frame = self.out.popleft()
+            self.out_bytes -= frame.size
             part = self._render(subscription, frame)
             if part is not None:
                 parts.append(part)
+                size += len(part)
         return b"".join(parts)
 
     def _render(self, subscription: Subscription, frame: Frame) -> bytes | None:

@@ -47,6 +47,13 @@ class Frame:
             return None
         return cls(int(sse.id), sse.event, sse.data)
 
+    @property
+    def size(self) -> int:
+        """The bytes this frame may hold, for the byte bounds: its text and its wire form
+        (rendered once, shared by every client); the parsed JSON of a filtered stream comes
+        on top."""
+        return 2 * len(self.data) + len(self.type) + 64
+
     def event(self) -> dict[str, Any]:
         """The CloudEvent as a JSON object (parsed once)."""
         if self._event is None:

@@ -57,6 +57,7 @@ class Gateway:
             self.beats,
             http=self.http,
             ring_size=settings.ring_size,
+            ring_bytes=settings.ring_bytes,
             linger=settings.upstream_linger,
             metrics=self.metrics,
         )
@@ -159,6 +160,7 @@ class Gateway:
             http=self.http,
             metrics=self.metrics,
             queue_size=self.settings.client_queue_size,
+            queue_bytes=self.settings.client_queue_bytes,
             merged=merged,
             filter=filter,
             principal=principal,
@@ -203,6 +205,7 @@ class Gateway:
                 "head": upstream.head,
                 "clients": upstream.refs,
                 "ring": len(upstream.ring),
+                "ring_bytes": upstream.ring_held,
             }
             for upstream in self.pool.all()
             if upstream.beat == name

@@ -75,11 +75,24 @@ class GatewaySettings(ServiceSettings):
         description="Per-client buffer; a client that overflows it is disconnected with a "
         "retry: hint and resumes with Last-Event-ID.",
     )
+    client_queue_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Per-client buffer in bytes of events; a client that overflows it is "
+        "disconnected with a retry: hint and resumes with Last-Event-ID (one larger event "
+        "is still delivered).",
+    )
     ring_size: int = Field(
         10_000,
         ge=0,
         description="Recent events kept in memory per upstream stream for replays; older "
         "replays are read from the beat.",
+    )
+    ring_bytes: int = Field(
+        32 * 2**20,
+        ge=0,
+        description="Bytes of recent events kept per upstream stream (the ring holds at most "
+        "--ring-size events and this many bytes; the oldest go first).",
     )
     cors_origins: StrList = Field(
         default_factory=list,

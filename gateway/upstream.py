@@ -9,8 +9,11 @@ exponential backoff (:class:`common.supervise.Backoff`).
 
 The ring keeps the most recent events: it holds *every* event of the stream with a sequence
 in ``(ring_base, head]``, which is what lets a client's replay be served from memory (see
-:mod:`gateway.clients`). A ``beats.gap`` from the beat (its log was reset, or it no longer
-holds what the gateway asked for) clears the ring and is passed on to the clients.
+:mod:`gateway.clients`). It is bounded by ``--ring-size`` events and ``--ring-bytes``
+(:attr:`Frame.size`): the oldest events are evicted, and ``ring_base`` moves up to the last one
+evicted, until both bounds hold (an event larger than ``--ring-bytes`` alone is not kept).
+A ``beats.gap`` from the beat (its log was reset, or it no longer holds what the gateway asked
+for) clears the ring and is passed on to the clients.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Upstream:
         *,
         http: httpx.AsyncClient,
         ring_size: int,
+        ring_bytes: int,
         metrics: GatewayMetrics,
     ) -> None:
         self.key = key
@@ -94,6 +98,9 @@ class Upstream:
         self.ring: deque[Frame] = deque()
         self.ring_base: int | None = None
         self.ring_size = ring_size
+        self.ring_bytes = ring_bytes
+        self.ring_held = 0
+        """Bytes of the frames in the ring (:attr:`Frame.size`)."""
         self.connected = False
         self.refs = 0
         self.subscribers: set[Subscriber] = set()
@@ -109,8 +116,10 @@ class Upstream:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
 
-    def ring_after(self, after: int) -> list[Frame] | None:
-        """Every event after ``after`` up to ``head`` if the ring covers that range, else None."""
+    def ring_after(self, after: int, max_bytes: int | None = None) -> list[Frame] | None:
+        """The events after ``after`` if the ring covers that range (else None), oldest first:
+        all of them up to ``head``, or, with ``max_bytes``, the oldest ones up to about that
+        many bytes (at least one)."""
         if self.ring_base is None or self.head is None or not self.ring_base <= after <= self.head:
             return None
         newer: list[Frame] = []
@@ -119,6 +128,13 @@ class Upstream:
                 break
             newer.append(frame)
         newer.reverse()
+        if max_bytes is None:
+            return newer
+        size = 0
+        for count, frame in enumerate(newer, 1):
+            size += frame.size
+            if size >= max_bytes:
+                return newer[:count]
         return newer
 
     # -- the connection ------------------------------------------------------------------------
@@ -156,6 +172,7 @@ class Upstream:
     def _set_head(self, head: int) -> None:
         self.head = head
         self.ring.clear()
+        self.ring_held = 0
         self.ring_base = head
         self.head_known.set()
 
@@ -169,15 +186,18 @@ class Upstream:
                 return  # defensive: never hand a sequence out twice
             self.head = frame.seq
             self._metrics.upstream_events.labels(self.beat).inc()
-            if self.ring_size:
-                if len(self.ring) >= self.ring_size:
-                    evicted = self.ring.popleft()
-                    self.ring_base = evicted.seq
-                self.ring.append(frame)
-            else:
-                self.ring_base = frame.seq
+            self._keep(frame)
         for subscriber in list(self.subscribers):
             subscriber.offer(frame)
+
+    def _keep(self, frame: Frame) -> None:
+        """Add ``frame`` to the ring, evicting the oldest events until both bounds hold."""
+        self.ring.append(frame)
+        self.ring_held += frame.size
+        while self.ring and (len(self.ring) > self.ring_size or self.ring_held > self.ring_bytes):
+            evicted = self.ring.popleft()
+            self.ring_held -= evicted.size
+            self.ring_base = evicted.seq
 
 
 class UpstreamPool:
@@ -189,6 +209,7 @@ class UpstreamPool:
         *,
         http: httpx.AsyncClient,
         ring_size: int,
+        ring_bytes: int,
         linger: float,
         metrics: GatewayMetrics,
     ) -> None:
@@ -196,6 +217,7 @@ class UpstreamPool:
         self.linger = linger
         self._http = http
         self._ring_size = ring_size
+        self._ring_bytes = ring_bytes
         self._metrics = metrics
         self._open: dict[StreamKey, tuple[Upstream, asyncio.Task[None]]] = {}
         self._closers: dict[StreamKey, asyncio.TimerHandle] = {}
@@ -227,7 +249,7 @@ class UpstreamPool:
         if entry is None:
             upstream = Upstream(
                 key, self.beats[key[0]], http=self._http, ring_size=self._ring_size,
-                metrics=self._metrics,
+                ring_bytes=self._ring_bytes, metrics=self._metrics,
             )  # fmt: skip
             restarts = cast(Metrics, self._metrics)  # supervise() only counts .restarts
             task = self._tasks.create_task(
