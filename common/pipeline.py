@@ -122,6 +122,7 @@ class Pipeline:
         reason: str,
         source: str,
         context: Mapping[str, Any] | None = None,
+        whole: tuple[int, str] | None = None,
         **extensions: Any,
     ) -> CloudEvent:
         """Count a rejected input and return the dead-letter event that keeps it (submit it
@@ -131,7 +132,13 @@ class Pipeline:
         _log.info("rejected input from %s: %s", source, reason)
         extensions = {**self.dead_letter_extensions, **extensions}
         return dead_letter_event(
-            beat=self.beat, raw=raw, reason=reason, source=source, context=context, **extensions
+            beat=self.beat,
+            raw=raw,
+            reason=reason,
+            source=source,
+            context=context,
+            whole=whole,
+            **extensions,
         )
 
     def guarded(
@@ -141,6 +148,7 @@ class Pipeline:
         raw: bytes | str,
         source: str,
         context: Mapping[str, Any] | None = None,
+        whole: tuple[int, str] | None = None,
         **extensions: Any,
     ) -> list[CloudEvent]:
         """Run a normaliser on one input: its events, or the dead letter that keeps the input
@@ -155,7 +163,11 @@ class Pipeline:
             _log.exception("%s: the normaliser failed on one input from %s", self.beat, source)
             self.metrics.source_errors.labels("normaliser").inc()
             reason = f"the normaliser failed: {type(exc).__name__}: {str(exc)[:300]}"
-        return [self.rejected(raw=raw, reason=reason, source=source, context=context, **extensions)]
+        return [
+            self.rejected(
+                raw=raw, reason=reason, source=source, context=context, whole=whole, **extensions
+            )
+        ]
 
     def dead_letter(
         self,
@@ -189,18 +201,22 @@ def dead_letter_event(
     reason: str,
     source: str,
     context: Mapping[str, Any] | None = None,
+    whole: tuple[int, str] | None = None,
     **extensions: Any,
 ) -> CloudEvent:
     """The event that keeps a rejected input: reason, size, digest and the raw input (or its
     first 64 KiB), as text when it is UTF-8 and as base64 otherwise. ``time`` is when it was
-    rejected. The context is kept only if it can be encoded (else ``context_error`` says so)."""
+    rejected. The context is kept only if it can be encoded (else ``context_error`` says so).
+    ``whole``: the (size, SHA-256) of the input when ``raw`` is only its beginning (an input
+    too large to have been read into memory)."""
     data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     kept = data_bytes[:_RAW_KEPT]
+    size, digest = whole or (len(data_bytes), hashlib.sha256(data_bytes).hexdigest())
     data: dict[str, Any] = {
         "reason": reason,
-        "size": len(data_bytes),
-        "sha256": hashlib.sha256(data_bytes).hexdigest(),
-        "truncated": len(kept) < len(data_bytes),
+        "size": size,
+        "sha256": digest,
+        "truncated": len(kept) < size,
         "context": _encodable(dict(context or {})),
     }
     try:

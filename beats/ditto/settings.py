@@ -57,6 +57,13 @@ class DittoSettings(BeatSettings):
         "beat drops (counted) and reconnects to reconcile.",
     )
 
+    ditto_buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes buffered between the socket and the log (besides --ditto-buffer); "
+        "beyond it the beat drops (counted) and reconnects to reconcile.",
+    )
+
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:

@@ -45,6 +45,7 @@ from beats.ditto.protocol import ACK_SUFFIX, control, jwt_token
 from beats.ditto.settings import DittoSettings
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
+from common.inflight import InFlight
 from common.jsonsafe import loads
 from common.normalize import Rejected
 from common.pipeline import Pipeline
@@ -71,6 +72,7 @@ class DittoSource:
         self.http_url = settings.ditto_url.rstrip("/")
         self.seen: set[str] = set()
         self.sessions = 0
+        self.buffered_bytes = 0
         self._token: str | None = None
 
     async def run(self, pipeline: Pipeline) -> None:
@@ -125,6 +127,7 @@ class DittoSource:
 
     async def _session(self, pipeline: Pipeline, backoff: Backoff) -> None:
         buffer: deque[str | bytes] = deque()
+        self.buffered_bytes = 0
         async with websockets.connect(
             self.ws_url,
             additional_headers=self._headers(),
@@ -191,31 +194,30 @@ class DittoSource:
         pipeline: Pipeline,
     ) -> None:
         async for frame in ws:
-            if len(buffer) >= self.settings.ditto_buffer:
+            full = len(buffer) >= self.settings.ditto_buffer
+            if full or self.buffered_bytes >= self.settings.ditto_buffer_bytes:
                 pipeline.metrics.dropped.labels("buffer_full").inc()
                 raise SessionLost("buffer full: restarting the session to reconcile")
             buffer.append(frame)
+            self.buffered_bytes += len(frame)
             wake.set()
         raise SessionLost(f"closed by Ditto ({ws.close_code})")
 
     async def _process(
         self, buffer: deque[str | bytes], wake: asyncio.Event, pipeline: Pipeline
     ) -> None:
-        pending: deque[_Commit] = deque()
+        pending = InFlight(max_commits=_MAX_PENDING)
         failed = asyncio.Event()
         while True:
             if not buffer:
                 wake.clear()
                 await wake.wait()
             batch = [buffer.popleft() for _ in range(min(_BATCH, len(buffer)))]
+            size = sum(map(len, batch))
+            self.buffered_bytes -= size
             future = pipeline.submit([e for f in batch for e in self._events(f, pipeline)])
             future.add_done_callback(lambda f: _mark_failure(f, failed))
-            pending.append(future)
-            while pending and pending[0].done():
-                pending.popleft()
-            if len(pending) >= _MAX_PENDING:
-                with contextlib.suppress(Exception):
-                    await pending[0]
+            await pending.add(future, size)
             if failed.is_set():
                 raise SessionLost("a commit failed")
 

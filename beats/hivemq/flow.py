@@ -4,9 +4,9 @@ aiomqtt 2.x reads every packet the broker sends into an in-memory queue and, whe
 queue is full, drops the message with a log line. Brokers do not reliably bound what they push
 (Mosquitto 2.0 was seen sending thousands of unacknowledged QoS 1 messages past the client's
 MQTT 5 Receive Maximum), so a fast publisher would either grow that queue without bound or make
-it drop. Instead, this client stops reading the socket when ``high`` messages are queued and
-resumes at ``low``: TCP backpressure, the broker keeps the rest in the session. Nothing is dropped
-by the client.
+it drop. Instead, this client stops reading the socket when ``high`` messages (or ``high_bytes``
+of payload) are queued and resumes at ``low`` (and half the bytes): TCP backpressure, the broker
+keeps the rest in the session. Nothing is dropped by the client.
 
 This overrides aiomqtt's private ``_on_socket_open`` (pinned aiomqtt==2.5.1): the reader
 callback is the same as aiomqtt's, kept here so that it can be removed and added again.
@@ -23,10 +23,13 @@ __all__ = ["FlowControlledClient"]
 
 
 class FlowControlledClient(aiomqtt.Client):
-    def __init__(self, *args: Any, high: int, low: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, high: int, low: int, high_bytes: int = 2**62, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.high = high
         self.low = low
+        self.high_bytes = high_bytes
         self.paused = False
         self.pauses = 0
         self._fd = -1
@@ -48,7 +51,9 @@ class FlowControlledClient(aiomqtt.Client):
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)
             return
-        if not self.paused and self._queue.qsize() >= self.high:
+        if not self.paused and (
+            self._queue.qsize() >= self.high or self.queued_bytes() >= self.high_bytes
+        ):
             self.paused = True
             self.pauses += 1
             self._loop.remove_reader(self._fd)
@@ -60,9 +65,16 @@ class FlowControlledClient(aiomqtt.Client):
             taken.append(self._queue.get_nowait())
         return taken
 
+    def queued_bytes(self) -> int:
+        """Payload bytes waiting in the queue (aiomqtt's queue, read through its deque)."""
+        queued: Any = self._queue._queue  # type: ignore[attr-defined]
+        return sum(len(m.payload) for m in queued if isinstance(m.payload, bytes | bytearray))
+
     def resume_if_drained(self) -> None:
-        """Call after taking a message: reading resumes once the queue is down to ``low``."""
-        if self.paused and self._queue.qsize() <= self.low and self._fd > -1:
+        """Call after taking a message: reading resumes once the queue is down to ``low``
+        messages and half of ``high_bytes``."""
+        drained = self._queue.qsize() <= self.low and self.queued_bytes() <= self.high_bytes // 2
+        if self.paused and drained and self._fd > -1:
             self.paused = False
             self._loop.add_reader(self._fd, self._read)
 

@@ -59,6 +59,12 @@ class HivemqSettings(BeatSettings):
         description="Messages buffered between the MQTT client and the log; "
         "at this depth reading pauses until half are committed (backpressure).",
     )
+    mqtt_queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Payload bytes buffered between the MQTT client and the log, and again "
+        "in commits not yet complete; at this size reading pauses (backpressure).",
+    )
     max_payload_bytes: int = Field(
         1024 * 1024, description="Larger payloads are dead-lettered (kept truncated)."
     )

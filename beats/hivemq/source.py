@@ -14,18 +14,17 @@ publications to QoS 1 for this subscriber: at-least-once end to end.
 Bounds and overflow: between the MQTT client and the log sit at most ``mqtt_queue_size``
 messages; when that many wait, the client stops reading the socket until half of them are
 committed (:mod:`beats.hivemq.flow`), so the broker keeps the rest: backpressure, nothing is
-dropped here (``beats_source_queue_depth``, ``beats_source_paused``). Commits in flight are
-bounded too (1,000 batches of up to 500 messages). The MQTT 5 Receive Maximum is also sent,
-for brokers that honour it.
+dropped here (``beats_source_queue_depth``, ``beats_source_paused``). The queue is bounded in
+bytes as well (``mqtt_queue_bytes``), and so are the commits in flight (1,000 batches of up to
+500 messages, and ``mqtt_queue_bytes`` of payload: :class:`common.inflight.InFlight`). The
+MQTT 5 Receive Maximum is also sent, for brokers that honour it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +37,7 @@ from beats.hivemq.normalize import MqttMessage, channel_for, normalize, properti
 from beats.hivemq.settings import HivemqSettings
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
+from common.inflight import InFlight
 from common.logs import redact_url
 from common.pipeline import Pipeline
 from common.supervise import Backoff
@@ -78,7 +78,9 @@ class MqttSource:
         client = self._client()
         client._client.manual_ack_set(True)  # manual acks: see the module docstring
         self._lost = asyncio.Event()
-        pending: deque[_Commit] = deque()
+        pending = InFlight(
+            max_commits=_MAX_PENDING_COMMITS, max_bytes=self.settings.mqtt_queue_bytes
+        )
         async with client:
             qos = self.settings.mqtt_qos
             filters: list[tuple[str, int]] = [(topic, qos) for topic in self.settings.mqtt_topic]
@@ -92,8 +94,10 @@ class MqttSource:
                 client.resume_if_drained()
                 pipeline.metrics.source_queue.set(len(client.messages))
                 pipeline.metrics.source_paused.set(client.pauses)
-                pending.append(self._handle(client, batch, pipeline))
-                await _bound(pending)
+                size = sum(
+                    len(m.payload) for m in batch if isinstance(m.payload, bytes | bytearray)
+                )
+                await pending.add(self._handle(client, batch, pipeline), size)
                 if self._lost.is_set():
                     raise aiomqtt.MqttError("reconnecting so the broker redelivers")
 
@@ -169,13 +173,6 @@ class MqttSource:
             cafile = str(s.mqtt_ca_file) if s.mqtt_ca_file else None
             options["tls_context"] = ssl.create_default_context(cafile=cafile)
         queue = s.mqtt_queue_size
-        return FlowControlledClient(**options, high=queue, low=queue // 2)
-
-
-async def _bound(pending: deque[_Commit]) -> None:
-    """Drop finished commits; wait for the oldest when too many are in flight (backpressure)."""
-    while pending and pending[0].done():
-        pending.popleft()
-    if len(pending) >= _MAX_PENDING_COMMITS:
-        with contextlib.suppress(Exception):
-            await pending[0]
+        return FlowControlledClient(
+            **options, high=queue, low=queue // 2, high_bytes=s.mqtt_queue_bytes
+        )

@@ -132,6 +132,11 @@ class Frame:
     kind: str
     id: str
     data: str
+    oversize: int = 0
+    """When a line of the frame was longer than the reader keeps: the size of its value (the
+    frame's ``data`` then holds only about its first 64 KiB); 0 otherwise."""
+    digest: str = ""
+    """With ``oversize``: the SHA-256 (hex) of that whole value, read as it passed."""
 
     @classmethod
     def from_sse(cls, sse: SseLike) -> Frame:

@@ -94,6 +94,9 @@ def normalize(
     standard TLP ones."""
     if frame.kind in CONTROL_KINDS:
         return []
+    if frame.oversize:
+        raise Rejected(f"frame data of {frame.oversize} bytes, over the beat's bound "
+                       "(--opencti-max-frame-bytes): its first 64 KiB are kept")  # fmt: skip
     if frame.kind not in DATA_KINDS:
         raise Rejected(f"unknown stream event kind {frame.kind!r}")
     payload = _parse(frame.data)

@@ -37,6 +37,12 @@ class OpenctiSettings(BeatSettings):
     opencti_read_timeout: float = Field(
         30.0, description="Reconnect when nothing (not even a heartbeat) arrives for this long."
     )
+    opencti_max_frame_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="A stream frame larger than this is not read into memory: it is "
+        "dead-lettered (its first 64 KiB kept) and the stream goes on.",
+    )
     opencti_channel: StrList = Field(
         default_factory=list,
         description="STIXTYPE=CHANNEL, repeatable: overrides the channel of a STIX type "

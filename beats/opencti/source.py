@@ -26,14 +26,12 @@ is judged with it, also after a restart. A frame that cannot be read is dead-let
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse import aconnect_sse
 
 from beats.opencti.frames import Frame, trimmed_past
 from beats.opencti.markings import (
@@ -43,10 +41,12 @@ from beats.opencti.markings import (
     fetch_platform_markings,
 )
 from beats.opencti.normalize import normalize
+from beats.opencti.reader import read_frames
 from beats.opencti.settings import OpenctiSettings
 from beats.opencti.stix import marking_level
 from common.envelope import CloudEvent
 from common.eventlog import StoredEvent
+from common.inflight import InFlight
 from common.pipeline import Pipeline
 from common.supervise import Backoff
 
@@ -156,19 +156,19 @@ class OpenctiSource:
             if status in _REFUSED:
                 raise StreamRefused(f"HTTP {status}: {_REFUSED[status]}")
             source.response.raise_for_status()
-            await self._consume(source.aiter_sse(), pipeline, backoff, resume)
+            frames = read_frames(source.response, max_line=self.settings.opencti_max_frame_bytes)
+            await self._consume(frames, pipeline, backoff, resume)
 
     async def _consume(
         self,
-        frames: AsyncIterator[ServerSentEvent],
+        frames: AsyncIterator[Frame],
         pipeline: Pipeline,
         backoff: Backoff,
         resume: str | None,
     ) -> None:
-        pending: deque[_Commit] = deque()
+        pending = InFlight(max_commits=_MAX_PENDING)
         current = resume
-        async for sse in frames:
-            frame = Frame.from_sse(sse)
+        async for frame in frames:
             if frame.kind == "connected":
                 _warn_if_trimmed(frame, resume, pipeline)
                 backoff.reset()
@@ -182,8 +182,7 @@ class OpenctiSource:
                 current = frame.id
             events = self._normalize(frame, pipeline)
             await self._learn_markings(events, pipeline)
-            pending.append(self._submit(events, pipeline, cursor))
-            await _bound(pending)
+            await pending.add(self._submit(events, pipeline, cursor), len(frame.data))
             if self._failed.is_set():
                 raise ConnectionError("a commit failed; resuming from the last saved position")
 
@@ -199,6 +198,7 @@ class OpenctiSource:
             raw=frame.data,
             source=self.url,
             context={"kind": frame.kind, "stream_id": frame.id},
+            whole=(frame.oversize, frame.digest) if frame.oversize else None,
         )
 
     async def _learn_markings(self, events: list[CloudEvent], pipeline: Pipeline) -> None:
@@ -237,11 +237,3 @@ def _warn_if_trimmed(connected: Frame, resume: str | None, pipeline: Pipeline) -
             first,
             resume,
         )
-
-
-async def _bound(pending: deque[_Commit]) -> None:
-    while pending and pending[0].done():
-        pending.popleft()
-    if len(pending) >= _MAX_PENDING:
-        with contextlib.suppress(Exception):
-            await pending[0]
