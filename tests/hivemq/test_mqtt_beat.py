@@ -135,6 +135,41 @@ async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(
     assert not reader.paused
 
 
+async def test_large_messages_pause_reading_at_the_byte_bound(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count bounds are far away (10,000 queued, 1,000 commits in flight); 40 messages of
+    256 KiB = 10 MiB are more than the 2 MiB byte bound: the client pauses on bytes, holding
+    at most about the bound (plus what one socket read brings), and nothing is lost."""
+    clients: list[FlowControlledClient] = []
+
+    class Recorded(FlowControlledClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            clients.append(self)
+
+    monkeypatch.setattr(source_module, "FlowControlledClient", Recorded)
+    beat = hivemq_beat(tmp_path, mosquitto, mqtt_queue_bytes=2 * 1024 * 1024)
+    payload = "x" * (256 * 1024)
+    async with run_beat(beat) as base:
+        await ready(base)
+        held = threading.Event()
+        beat.log._writer_pool.submit(held.wait)  # no commit completes until `held` is set
+        try:
+            async with publisher(mosquitto) as client:
+                for n in range(40):
+                    await client.publish("test/big", json.dumps({"n": n, "pad": payload}), qos=1)
+            (reader,) = clients
+            await eventually(lambda: reader.paused, what="the client to pause on bytes")
+            assert reader.queued_bytes() <= 4 * 1024 * 1024
+            assert len(reader.messages) < 40
+        finally:
+            held.set()
+        await eventually(lambda: beat.log.head == 40, timeout=30, what="40 committed")
+        messages = await read_sse(f"{base}/events?last_event_id=0", count=40, timeout=20)
+    assert [m.json()["data"]["n"] for m in messages] == list(range(40))
+
+
 async def test_shared_subscription_and_channel_mapping(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
