@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,19 @@ class Contract:
     def outcomes(upstream: Upstream, phase: Phase) -> list[tuple[Input, Outcome]]:
         events = phase.events()
         return [(item, judge(upstream, item, events)) for item in phase.inputs]
+
+    def test_summary(self, upstream: Upstream, report: Report) -> None:
+        """One ``HOSTILE`` line per beat in the output (``pytest -s``): what became of what."""
+        for name, phase in (("first run", report.first), ("after restart", report.restarted)):
+            rows = self.outcomes(upstream, phase)
+            kinds = Counter(o.kind for i, o in rows if not i.normal)
+            normal = sum(1 for i, o in rows if i.normal and o.kind == "committed")
+            growth = (phase.rss_peak - phase.rss_start) / 2**20
+            print(f"HOSTILE {report.beat} ({name}): {len(rows) - sum(i.normal for i, _ in rows)} "
+                  f"hostile inputs {dict(sorted(kinds.items()))}; normal {normal}/"
+                  f"{sum(i.normal for i, _ in rows)} committed; /readyz {phase.readyz[0]}; "
+                  f"peak RSS +{growth:.0f} MiB")  # fmt: skip
+            assert rows, f"{name}: no input was sent"
 
     def test_every_normal_input_is_committed_and_served_in_order(
         self, upstream: Upstream, report: Report
