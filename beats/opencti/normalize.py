@@ -86,12 +86,14 @@ def normalize(
     source: str,
     channels: Mapping[str, str] | None = None,
     markings: Mapping[str, str] | None = None,
+    received_at: datetime | None = None,
 ) -> list[CloudEvent]:
     """The events of one frame. ``source`` is the stream URL (the CloudEvents ``source``);
     ``channels`` maps STIX types to channels over the defaults (:data:`stix.DEFAULT_CHANNELS`);
     ``markings`` maps marking-definition ids the beat knows (from the stream or the platform)
     to their levels (:func:`~beats.opencti.stix.marking_level`), for ids that are not the
-    standard TLP ones."""
+    standard TLP ones. ``received_at``: when the beat read the frame, the event's ``time`` when
+    neither the object nor the stream id says when the change happened."""
     if frame.kind in CONTROL_KINDS:
         return []
     if frame.oversize:
@@ -114,7 +116,7 @@ def normalize(
             subject=stix_id,
             partitionkey=stix_id,
             id=event_id(frame, stix_id),
-            time=_time(stix, frame),
+            time=_time(stix, frame) or received_at,
             data=data,
             **extensions,
         )

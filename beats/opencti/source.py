@@ -193,7 +193,11 @@ class OpenctiSource:
             pipeline.received()
         return pipeline.guarded(
             lambda: normalize(
-                frame, source=self.url, channels=self.channels, markings=self.markings
+                frame,
+                source=self.url,
+                channels=self.channels,
+                markings=self.markings,
+                received_at=datetime.now(UTC),
             ),
             raw=frame.data,
             source=self.url,

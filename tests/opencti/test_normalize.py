@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,10 @@ def test_mutated_golden_frames_normalise_or_are_rejected(case: str, data: st.Dat
 def test_truncated_frames_are_rejected_or_normalised(case: str, cut: int, junk: str) -> None:
     original = frame(case)
     _check(Frame(original.kind, original.id, original.data[:cut] + junk))
+
+
+def test_time_falls_back_to_when_the_frame_was_read() -> None:
+    read = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    data = json.dumps({"data": {"id": "indicator--t", "type": "indicator"}})
+    (event,) = normalize(Frame("create", "", data), source=SOURCE, received_at=read)
+    assert event.time == read
