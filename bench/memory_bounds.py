@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import httpx
 
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.processes import ServiceProcess
-from tests.support import free_port
+from tests.support import free_port, stalled_socket
 
 __all__ = ["run"]
 
@@ -69,14 +68,6 @@ def _pid(service: ServiceProcess) -> int:
 
 def _each(beat: ServiceProcess, gateway: ServiceProcess, field: str) -> dict[str, int]:
     return {"beat": _status(_pid(beat), field), "gateway": _status(_pid(gateway), field)}
-
-
-def _stalled(port: int, path: str) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\nAccept: text/event-stream\r\n\r\n".encode())
-    return sock
 
 
 def _payload(n: int) -> bytes:
@@ -199,9 +190,9 @@ async def _stall(
     pids = {"beat": _pid(stack.beat), "gateway": _pid(stack.gateway)}
     for pid in pids.values():
         _reset_peak(pid)
-    held = [_stalled(stack.beat.port, "/events?last_event_id=0") for _ in range(readers)]
+    held = [stalled_socket(stack.beat.port, "/events?last_event_id=0") for _ in range(readers)]
     held += [
-        _stalled(stack.gateway.port, "/streams/hivemq?last_event_id=0")
+        stalled_socket(stack.gateway.port, "/streams/hivemq?last_event_id=0")
         for _ in range(gateway_readers)
     ]
     watchdog = asyncio.create_task(_watch(pids, ceiling))

@@ -238,14 +238,11 @@ class LogDatabase:
             self.ranges = self.ranges[-_MAX_RANGES:]
         self._mark = Mark(recovery.generation, self.head, self.head, False, boot_id())
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_SET_META, ("generation", recovery.generation))
-            conn.execute(_SET_META, ("high_water", str(self.head)))
-            conn.execute(_SET_META, ("ranges", self._ranges_json()))
-            conn.execute("COMMIT")
+            with _transaction(conn):
+                conn.execute(_SET_META, ("generation", recovery.generation))
+                conn.execute(_SET_META, ("high_water", str(self.head)))
+                conn.execute(_SET_META, ("ranges", self._ranges_json()))
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
             raise LogDamaged(self._unusable(str(exc))) from None
         try:
             self._write_mark(self.head, self.head + RESERVE, clean=False)
@@ -272,19 +269,13 @@ class LogDatabase:
             self._write_mark(self.head, self.head + count + RESERVE, clean=False)
         conn = self.connect()
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             results = self._insert_all(conn, [events for events, _ in batch], now)
             for _, cursor in batch:
                 if cursor is not None:
                     conn.execute(_SET_CURSOR, cursor)
             head = max((s.seq for r in results for s in r if s is not None), default=self.head)
             conn.execute(_SET_META, ("high_water", str(head)))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
         self.head = head
         return results
 
@@ -367,16 +358,10 @@ class LogDatabase:
         if through <= self.purged_through:
             return
         self.ranges = [r for r in self.ranges if r.high > through]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute("DELETE FROM events WHERE seq <= ?", (through,))
             conn.execute(_SET_META, ("purged_through", str(through)))
             conn.execute(_SET_META, ("ranges", self._ranges_json()))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
         self.purged_through = through
 
     def set_cursor(self, name: str, value: str) -> None:
@@ -384,18 +369,12 @@ class LogDatabase:
 
     def save_state(self, namespace: str, values: dict[str, str]) -> None:
         conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.executemany(
                 "INSERT INTO state VALUES (?, ?, ?) "
                 "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
                 [(namespace, key, value) for key, value in values.items()],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
     def load_state(self, namespace: str) -> dict[str, str]:
         rows = self.connect().execute(
@@ -432,6 +411,19 @@ class LogDatabase:
     def get_cursor(self, name: str) -> str | None:
         row = self.connect().execute("SELECT value FROM cursors WHERE name=?", (name,)).fetchone()
         return str(row[0]) if row else None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: committed when the block ends, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _stored(item: Encoded, seq: int) -> StoredEvent:

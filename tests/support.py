@@ -25,6 +25,7 @@ __all__ = [
     "read_sse_until",
     "run_beat",
     "serve_app",
+    "stalled_socket",
 ]
 
 
@@ -194,6 +195,15 @@ def make_beat(tmp_path: Any, **options: Any) -> Any:
 
     settings = BeatSettings(port=free_port(), data_dir=tmp_path / "beat", **options)
     return Beat(name="test", settings=settings, source=IdleSource())
+
+
+def stalled_socket(port: int, path: str) -> socket.socket:
+    """A client that asks for a stream with a tiny receive buffer and then does not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    return sock
 
 
 def fuzz_examples(default: int) -> int:

@@ -20,7 +20,7 @@ import pytest
 
 from beats.fiware.subscriptions import SECRET_HEADER
 from tests.processes import ROOT, BlackHole, ServiceProcess
-from tests.support import free_port
+from tests.support import free_port, stalled_socket
 
 SHUTDOWN = 2.0  # --shutdown-timeout of these tests
 BOUND = SHUTDOWN + 5.0 + 1.5  # the watchdog's margin is 5 s; 1.5 s for a loaded machine
@@ -165,15 +165,6 @@ def test_a_beat_whose_source_is_stuck_stops_on_a_signal(
     assert "Traceback" not in process.output()
 
 
-def _stall(port: int, path: str) -> socket.socket:
-    """An SSE client that asks for everything and never reads a byte."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n".encode())
-    return sock
-
-
 def test_stalled_sse_clients_do_not_hold_the_shutdown(tmp_path: Path) -> None:
     """A beat and the gateway in front of it, each with clients that stopped reading a replay
     far larger than the socket buffers: both stop within their bound."""
@@ -198,8 +189,10 @@ def test_stalled_sse_clients_do_not_hold_the_shutdown(tmp_path: Path) -> None:
                 timeout=10,
             )
             assert response.status_code == 200
-        stalled += [_stall(beat.port, "/events?last_event_id=0") for _ in range(3)]
-        stalled += [_stall(gateway.port, "/streams/fiware?last_event_id=0") for _ in range(3)]
+        stalled += [stalled_socket(beat.port, "/events?last_event_id=0") for _ in range(3)]
+        stalled += [
+            stalled_socket(gateway.port, "/streams/fiware?last_event_id=0") for _ in range(3)
+        ]
         time.sleep(1.5)  # their buffers fill up
         gateway_code, gateway_took = stop(gateway, signal.SIGTERM)
         beat_code, beat_took = stop(beat, signal.SIGINT)

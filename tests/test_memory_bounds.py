@@ -20,8 +20,7 @@ from common.eventlog import EventLog, StoredEvent
 from common.hub import Hub
 from common.metrics import Metrics
 from common.sse import chunks
-from tests.gateway.support import stalled_socket
-from tests.support import eventually, make_beat, make_events, read_sse, run_beat
+from tests.support import eventually, make_beat, make_events, read_sse, run_beat, stalled_socket
 
 MIB = 1 << 20
 

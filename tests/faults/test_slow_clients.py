@@ -22,8 +22,8 @@ import pytest
 from common.client import subscribe
 from gateway.service import Gateway
 from tests.faults.harness import Report
-from tests.gateway.support import beat_named, gateway_settings, run_gateway, stalled_socket
-from tests.support import eventually, make_events, run_beat
+from tests.gateway.support import beat_named, gateway_settings, run_gateway
+from tests.support import eventually, make_events, run_beat, stalled_socket
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from gateway.service import Gateway, build
 from gateway.settings import GatewaySettings
 from tests.support import IdleSource, free_port, serving
 
-__all__ = ["beat_named", "gateway_settings", "hivemq_readings", "run_gateway", "stalled_socket"]
+__all__ = ["beat_named", "gateway_settings", "hivemq_readings", "run_gateway"]
 
 
 def beat_named(tmp_path: Path, name: str, *, port: int | None = None, **options: Any) -> Beat:
@@ -42,15 +41,6 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[tuple[Gateway,
     gateway = build(settings)
     async with serving(gateway, settings.port, what="the gateway") as base:
         yield gateway, base
-
-
-def stalled_socket(port: int, path: str) -> socket.socket:
-    """A client that asks for a stream with a tiny receive buffer and then does not read."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
-    return sock
 
 
 def hivemq_readings(count: int, *, start: int = 0, stations: int = 3) -> list[CloudEvent]:

@@ -12,8 +12,8 @@ import tracemalloc
 from pathlib import Path
 
 from gateway.service import Gateway
-from tests.gateway.support import beat_named, gateway_settings, run_gateway, stalled_socket
-from tests.support import eventually, make_events, read_sse, run_beat
+from tests.gateway.support import beat_named, gateway_settings, run_gateway
+from tests.support import eventually, make_events, read_sse, run_beat, stalled_socket
 from tests.test_memory_bounds import MIB, read_all, sequences, settled_growth, sse_ids
 
 

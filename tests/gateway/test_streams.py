@@ -16,8 +16,8 @@ from common.envelope import CloudEvent
 from common.service import Beat
 from common.supervise import Backoff
 from gateway.service import Gateway
-from tests.gateway.support import beat_named, gateway_settings, run_gateway, stalled_socket
-from tests.support import SseMessage, eventually, make_events, read_sse, run_beat
+from tests.gateway.support import beat_named, gateway_settings, run_gateway
+from tests.support import SseMessage, eventually, make_events, read_sse, run_beat, stalled_socket
 
 FAST = Backoff(min_delay=0.05, max_delay=0.5)
 
