@@ -37,6 +37,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from common.bodies import DISCARD_BYTES, LOGGED, limit_bodies
 from common.lifecycle import listen
 from common.settings import ServiceSettings
+from common.sse_response import ABORT
 
 __all__ = [
     "EMULATOR_LIMITS",
@@ -106,6 +107,17 @@ class DeadlineProtocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         self._track_body()
+        if self.cycle is not None:
+            extensions: dict[str, Any] = self.cycle.scope.setdefault("extensions", {})
+            extensions[ABORT] = self._abort_response
+
+    def _abort_response(self) -> None:
+        """The ``ABORT`` extension (:mod:`common.sse_response`): drop the connection now, even
+        with unsent bytes, and tell uvicorn the client is gone (no "returned without completing
+        response" error)."""
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head()

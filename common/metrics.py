@@ -83,6 +83,11 @@ class Metrics:
             "SSE subscribers disconnected because their queue overflowed",
             registry=r,
         )
+        self.sse_send_timeouts = Counter(
+            "beats_sse_send_timeouts",
+            "SSE clients disconnected because a write waited --sse-send-timeout",
+            registry=r,
+        )
         self.sse_gaps = Counter(
             "beats_sse_gap_signals", "Replays that asked for ids older than retention", registry=r
         )

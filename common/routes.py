@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from common.sse import event_stream, parse_last_event_id
+from common.sse_response import SseResponse
 
 if TYPE_CHECKING:
     from common.service import Beat
@@ -77,7 +78,7 @@ def beat_router(beat: Beat) -> APIRouter:
             resume = parse_last_event_id(last_event_id_header, last_event_id)
         except ValueError:
             raise HTTPException(400, "Last-Event-ID must be a non-negative integer") from None
-        return EventSourceResponse(
+        return SseResponse(
             event_stream(
                 log=beat.log,
                 hub=beat.hub,
@@ -89,6 +90,7 @@ def beat_router(beat: Beat) -> APIRouter:
             headers=SSE_HEADERS,
             ping=beat.settings.sse_heartbeat,
             send_timeout=beat.settings.sse_send_timeout,
+            on_send_timeout=beat.metrics.sse_send_timeouts.inc,
         )
 
     @router.get("/events", tags=["events"], response_class=EventSourceResponse)

@@ -42,6 +42,11 @@ class GatewayMetrics:
             "Clients disconnected because their queue overflowed",
             registry=r,
         )
+        self.send_timeouts = Counter(
+            p + "client_send_timeouts",
+            "SSE clients disconnected because a write waited --sse-send-timeout",
+            registry=r,
+        )
         self.replays = Counter(
             p + "replays", "Client replays by where they were served from", ["source"], registry=r
         )

@@ -13,6 +13,7 @@ from starlette.background import BackgroundTask
 
 from common.routes import SSE_HEADERS
 from common.sse import parse_last_event_id
+from common.sse_response import SseResponse
 from gateway.auth import AuthError, Principal
 from gateway.filters import FilterError, parse_query
 from gateway.upstream import StreamKey, stream_label
@@ -255,10 +256,11 @@ def _open(
             status_code=503,
             headers={"Retry-After": retry},
         )
-    return EventSourceResponse(
+    return SseResponse(
         client.frames(),
         headers=SSE_HEADERS,
         ping=gateway.settings.sse_heartbeat,
         send_timeout=gateway.settings.sse_send_timeout,
+        on_send_timeout=gateway.metrics.send_timeouts.inc,
         background=BackgroundTask(client.release),
     )

@@ -8,9 +8,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from common.sse import GAP_EVENT
-from tests.support import eventually, make_beat, make_events, read_sse, run_beat
+from tests.support import (
+    eventually,
+    make_beat,
+    make_events,
+    read_sse,
+    run_beat,
+    stalled_socket,
+)
 
 
 async def test_replay_from_zero_then_live_without_gap_or_duplicate(tmp_path: Path) -> None:
@@ -155,3 +163,29 @@ async def test_disconnected_clients_are_cleaned_up(tmp_path: Path) -> None:
         await asyncio.gather(*readers, return_exceptions=True)
         await eventually(lambda: beat.hub.subscriber_count == 0, what="all cleaned up")
         assert beat.metrics.sse_subscribers._value.get() == 0
+
+
+async def test_a_client_that_stops_taking_writes_is_dropped_logged_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A reader that never reads fills its socket buffers; after ``--sse-send-timeout`` the
+    write is given up: one warning, one count, no traceback, and the beat serves on."""
+    beat = make_beat(tmp_path, sse_send_timeout=0.5, sse_page_bytes=1 << 20)
+    async with run_beat(beat) as base:
+        await beat.pipeline.commit(make_events(16, pad=1 << 20))
+        sock = stalled_socket(beat.settings.port, "/events?last_event_id=0")
+        try:
+            await eventually(
+                lambda: beat.metrics.sse_send_timeouts._value.get() == 1,
+                what="the stalled write given up",
+            )
+            await eventually(lambda: beat.hub.subscriber_count == 0, what="the client gone")
+        finally:
+            sock.close()
+        replayed = await read_sse(f"{base}/events?last_event_id=0", count=16, timeout=30)
+    assert [int(m.id) for m in replayed] == list(range(1, 17))
+    server_log = capfd.readouterr().err  # uvicorn's own handler writes to stderr
+    assert "Exception in ASGI application" not in server_log
+    assert "without completing response" not in server_log
+    assert "Traceback" not in server_log + caplog.text
+    assert "did not take a write for 0.5 s" in caplog.text

@@ -283,3 +283,26 @@ async def test_python_client_follows_the_merged_stream_across_a_gateway_restart(
         reader.cancel()
     assert len({event_id for event_id, _ in got}) == 7  # nothing twice
     assert sorted(sequence for _, sequence in got) == [1, 1, 2, 2, 3, 4, 5]
+
+
+async def test_a_client_that_stops_taking_writes_is_released_and_counted(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Past ``--sse-send-timeout`` a stalled gateway client is dropped without a traceback and
+    its slot released (the response's background task runs), so it no longer counts."""
+    beat = beat_named(tmp_path, "test")
+    settings = gateway_settings({"test": beat}, sse_send_timeout=0.5, client_queue_bytes=64 << 20)
+    async with run_beat(beat), run_gateway(settings) as (gateway, base):
+        await beat.pipeline.commit(make_events(16, pad=1 << 20))
+        sock = stalled_socket(settings.port, "/streams/test?last_event_id=0")
+        try:
+            await eventually(
+                lambda: gateway.metrics.send_timeouts._value.get() == 1,
+                what="the stalled write given up",
+            )
+            await eventually(lambda: len(gateway.clients) == 0, what="the client released")
+        finally:
+            sock.close()
+        replayed = await read_sse(f"{base}/streams/test?last_event_id=0", count=16, timeout=30)
+    assert ids(replayed) == list(range(1, 17))
+    assert "Exception in ASGI application" not in capfd.readouterr().err
