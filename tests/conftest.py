@@ -1,11 +1,27 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import KafkaBroker, MosquittoBroker, tansu_binary
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that configures logging in-process leaves the root logger as it found it.
+
+    ``configure_logging`` binds a handler to the ``sys.stderr`` of the moment, which is
+    pytest's capture stream for that test; left installed, later tests log into a closed
+    file ("--- Logging error ---" with a traceback).
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
