@@ -3,18 +3,33 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-quick lint bench faults fuzz soak clean
+.PHONY: install demo test test-quick lint bench faults fuzz soak lock clean
 
+# Both environments install the locked versions (requirements/*.txt, written by `make lock`
+# from pyproject.toml's ranges), then the project itself without resolving again.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-demo: install
+# the demo needs only the runtime and the emulators (works-beats[demo]), not the developer set
+$(VENV)/.demo-installed: pyproject.toml requirements/demo.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements/demo.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/beats demo $(ARGS)
+
+# re-resolve the locks after a change to pyproject.toml's dependencies (keeps what still fits)
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -q -o requirements/dev.txt
+	$(BIN)/uv pip compile pyproject.toml --extra demo --universal --python-version 3.11 -q -c requirements/dev.txt -o requirements/demo.txt
 
 test: install
 	$(BIN)/pytest $(ARGS)

@@ -25,6 +25,9 @@ __all__ = ["main"]
 
 _log = logging.getLogger("beats")
 
+DEMO_EXTRA = frozenset({"amqtt", "stix2", "graphql"})
+"""What the emulators and simulators import beyond the runtime (``works-beats[demo]``)."""
+
 WATCHDOG_MARGIN = 5.0
 """Seconds the watchdog adds to ``--shutdown-timeout`` (10 s for commands without it)."""
 
@@ -39,7 +42,15 @@ class Command:
     entry: str = "main"
 
     def load(self) -> tuple[type[BaseSettings], Callable[..., Awaitable[None]]]:
-        module = importlib.import_module(self.module)
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in DEMO_EXTRA:
+                raise
+            raise SystemExit(
+                f"{self.module} needs {exc.name!r}, which comes with the demo extra: "
+                "pip install 'works-beats[demo]'"
+            ) from None
         return getattr(module, self.settings), getattr(module, self.entry)
 
 
