@@ -76,7 +76,7 @@ def test_an_emulator_without_the_demo_extra_says_what_to_install(tmp_path: Path)
 
 
 def _locked(name: str) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "requirements" / name).read_text().splitlines():
         if line and not line.startswith((" ", "#")):
             pinned = Requirement(line)
