@@ -171,11 +171,14 @@ async def subscribe(
                     if source.response.status_code != 200:
                         await source.response.aread()
                     cursor.check(source.response)
-                    async for sse in source.aiter_sse():
-                        item = cursor.decode(sse)
-                        if item is not None:
-                            backoff.reset()
-                            yield item
+                    # closed in order when the caller leaves its loop (else the event loop
+                    # finalises both generators at once: "aclose(): ... already running")
+                    async with contextlib.aclosing(source.aiter_sse()) as frames:
+                        async for sse in frames:
+                            item = cursor.decode(sse)
+                            if item is not None:
+                                backoff.reset()
+                                yield item
             except _RECOVERABLE as exc:
                 _log.info("feed %s: %s; reconnecting", url, exc or type(exc).__name__)
             await asyncio.sleep(cursor.delay(backoff))

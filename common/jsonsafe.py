@@ -17,7 +17,7 @@ UTF-8 JSON unchanged, and raises :class:`~common.normalize.Rejected` otherwise:
   - an object with the same member name twice (``{"a": 1, "a": 2}``): a decoder keeps one of
     them (JavaScript's ``JSON.parse`` and Python's the last), so a value would silently go.
 
-What a beat does with each is its choice, documented in the README: the HiveMQ beat keeps an
+What a beat does with each is its choice, documented in docs/: the HiveMQ beat keeps an
 unrepresentable payload byte for byte as ``data_base64`` with the reason in the ``datanote``
 extension (an MQTT payload is opaque bytes); the other beats dead-letter the input (and the
 FIWARE beat answers 400). Integers of any size up to :data:`MAX_INT_DIGITS` digits are kept

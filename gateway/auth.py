@@ -1,6 +1,6 @@
 """Bearer-token authentication and authorisation of the gateway.
 
-The tokens file (``--tokens-file``, YAML or JSON; see the README) lists tokens by ``name`` with
+The tokens file (``--tokens-file``, YAML or JSON; see docs/gateway.md) lists tokens by ``name`` with
 ``sha256`` (the hex digest of the token, what production uses) or ``token`` (plain, for
 development), ``scopes`` (``<beat>``, ``<beat>:<channel>``, ``*`` for every beat, ``admin``
 for the operator's view, ``metrics`` for ``/metrics`` only) and an optional ``tlp_max`` ceiling

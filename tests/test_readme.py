@@ -1,4 +1,4 @@
-"""The README documents every option of every command (the CLI is a public contract)."""
+"""The README and docs/ document every option of every command (the CLI is a public contract)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 
 from beats.cli import DEMO, EMULATE, RUN, SIMULATE, TAIL, Command
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(page.read_text() for page in PAGES)
 COMMANDS = {
     **{f"run {k}": c for k, c in RUN.items()},
     **{f"emulate {k}": c for k, c in EMULATE.items()},
@@ -28,5 +30,5 @@ def test_every_option_is_documented(name: str) -> None:
             assert f"beats {name} {field.upper()}" in README, f"{name}: positional {field}"
             continue
         option = "--" + field.replace("_", "-")
-        assert f"`{option}`" in README, f"{name}: {option} is not in the README"
+        assert f"`{option}`" in README, f"{name}: {option} is not documented"
         assert f"`BEATS_{field.upper()}`" in README, f"{name}: BEATS_{field.upper()}"

@@ -38,7 +38,7 @@ class HivemqSettings(BeatSettings):
         description="Client id. Keep it stable: the persistent session is bound to it.",
     )
     mqtt_qos: Literal[0, 1, 2] = Field(
-        1, description="Subscription QoS (1: acknowledged after commit, see README)."
+        1, description="Subscription QoS (1: acknowledged after commit, see docs/hivemq.md)."
     )
     mqtt_username: str | None = Field(None, description="User name (overrides the URL's).")
     mqtt_password: SecretStr | None = Field(None, description="Password (overrides the URL's).")

@@ -1,14 +1,13 @@
 """The dashboard page in real headless Chromium (Debian's chromium + chromium-driver, Selenium).
 
 Skipped, with the reason, when Chromium or its driver is not installed (``.ci/run`` installs
-them). With ``BEATS_UPDATE_SCREENSHOT=1`` the screenshot it takes replaces ``docs/dashboard.png``.
+them). The documentation's screenshot is taken from the demo by ``tests/docs/test_examples.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.gateway.support import beat_named, gateway_settings, hivemq_readings, run_gateway
 from tests.support import run_beat
 
-SCREENSHOT = Path(__file__).parent.parent.parent / "docs" / "dashboard.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -120,5 +118,3 @@ async def test_dashboard_shows_live_data_in_chromium(tmp_path: Path) -> None:
     assert seen["badge"] == ["ready"] and seen["rate"][0].endswith("/s")
     assert seen["filtered"] and all(s.endswith("station-001") for s in seen["filtered"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-    if os.environ.get("BEATS_UPDATE_SCREENSHOT"):  # refresh the README's picture on demand
-        shutil.copyfile(shot, SCREENSHOT)
