@@ -141,11 +141,12 @@ def test_errors_across_options_and_from_the_environment() -> None:
             assert internal not in result.stderr
 
 
-def test_secret_values_are_not_echoed_in_errors(tmp_path: Path) -> None:
+def test_secret_values_are_not_echoed_in_errors() -> None:
     result = beats("run", "hivemq", "--mqtt-password", "hunter2", "--mqtt-password-file", "/none")
     assert result.returncode == 2
-    assert "hunter2" not in result.stderr
-    assert "give --mqtt-password or --mqtt-password-file, not both" in result.stderr
+    assert result.stderr == (
+        "beats run hivemq: error: give --mqtt-password or --mqtt-password-file, not both\n"
+    )
 
 
 def test_choices_are_case_insensitive() -> None:
