@@ -48,9 +48,9 @@ def beats(
 def test_help_lists_commands_beats_emulators_and_the_version_option() -> None:
     result = beats("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("run", "emulate", "simulate", "log", "demo", "tail", "--version"):
-        assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
-    for table in (RUN, EMULATE, SIMULATE, LOG):
+    for word in ("run", "emulate", "simulate", "log", "demo", "tail", "--version"):
+        assert re.search(rf"^\s+{word}\s", result.stdout, re.M), word
+    for table in GROUPS.values():
         for name, command in table.items():
             assert re.search(rf"^  {name} +{re.escape(command.summary)}$", result.stdout, re.M)
     assert DEMO.summary in result.stdout
