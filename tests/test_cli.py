@@ -14,21 +14,19 @@ from pathlib import Path
 import pytest
 from pydantic_settings import CliApp
 
-from beats.cli import DEMO, EMULATE, LOG, RUN, SIMULATE, TAIL
+from beats.cli import DEMO, EMULATE, LOG, RUN, SIMULATE, TAIL, Command
 from beats.hivemq.settings import HivemqSettings
 from tests.support import eventually, free_port
 
 ROOT = Path(__file__).parent.parent
-COMMANDS = [
-    *(f"{group} {name}" for group, table in (("run", RUN), ("emulate", EMULATE)) for name in table),
-    *(
-        f"{group} {name}"
-        for group, table in (("simulate", SIMULATE), ("log", LOG))
-        for name in table
-    ),
-    "demo",
-    "tail",
-]
+GROUPS: dict[str, dict[str, Command]] = {
+    "run": RUN,
+    "emulate": EMULATE,
+    "simulate": SIMULATE,
+    "log": LOG,
+}
+COMMANDS = [f"{group} {name}" for group, table in GROUPS.items() for name in table]
+COMMANDS += ["demo", "tail"]
 PYDANTIC_INTERNALS = ("input_value", "cli_prog_name", "errors.pydantic.dev", "validation error")
 
 
