@@ -55,6 +55,14 @@ def test_help_lists_commands_beats_emulators_and_the_version_option() -> None:
     assert TAIL.summary in result.stdout
 
 
+def test_readme_shows_the_real_help() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("`beats --help` (checked against", 1)[1].split("```text\n", 1)[1]
+    result = beats("--help", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert shown.split("```", 1)[0] == result.stdout
+
+
 @pytest.mark.parametrize(("group", "table"), [("run", RUN), ("emulate", EMULATE)])
 def test_group_help_lists_its_names(group: str, table: dict[str, object]) -> None:
     result = beats(group, "--help")
