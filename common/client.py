@@ -52,6 +52,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import CliPositionalArg
 
 from common.envelope import CloudEvent
+from common.lifecycle import Fatal
 from common.settings import CommandSettings, LogLevel, secret_file
 from common.supervise import Backoff
 
@@ -324,5 +325,10 @@ async def main(settings: TailSettings, shutdown: asyncio.Event, out: TextIO | No
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for pending in (task, stopper):
         pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task  # re-raises a FeedError
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except FeedError as exc:  # one line and exit code 1, not a traceback
+        reason = " ".join(str(exc).split())
+        raise Fatal(f"beats tail {settings.url}: {reason} (not retried)") from None

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic_settings import CliApp
 
 from beats.cli import DEMO, EMULATE, LOG, RUN, SIMULATE, TAIL, Command
 from beats.hivemq.settings import HivemqSettings
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, serve_app
 
 ROOT = Path(__file__).parent.parent
 GROUPS: dict[str, dict[str, Command]] = {
@@ -200,6 +201,29 @@ async def test_tail_says_why_it_cannot_connect_and_when_it_retries(tmp_path: Pat
     finally:
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+async def test_tail_reports_a_refused_feed_in_one_line() -> None:
+    async def not_found(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"no such feed"})
+
+    async with serve_app(not_found) as base:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "beats", "tail", f"{base}/events/nope"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert out == b""
+    assert err.decode().endswith(
+        f"ERROR   beats: beats tail {base}/events/nope: HTTP 404: no such feed (not retried)\n"
+    )
+    assert len(err.splitlines()) == 1
 
 
 def test_unknown_service_and_bad_option_fail_clearly() -> None:
