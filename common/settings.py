@@ -102,7 +102,12 @@ def split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f'not a JSON list ({exc.msg}); give a,b or a JSON list such as ["a", "b"]'
+                ) from None
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
 

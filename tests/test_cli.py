@@ -148,6 +148,15 @@ def test_errors_across_options_and_from_the_environment() -> None:
             assert internal not in result.stderr
 
 
+def test_a_malformed_list_says_what_is_wanted() -> None:
+    result = beats("run", "hivemq", "--mqtt-topic", "[a/#")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "beats run hivemq: error: argument --mqtt-topic: not a JSON list (Expecting value); "
+        'give a,b or a JSON list such as ["a", "b"] (got \'[a/#\')\n'
+    )
+
+
 def test_secret_values_are_not_echoed_in_errors() -> None:
     result = beats("run", "hivemq", "--mqtt-password", "hunter2", "--mqtt-password-file", "/none")
     assert result.returncode == 2
