@@ -65,7 +65,7 @@ class _HelpSource(CliSettingsSource[Any]):
             return text
         head, found, _ = text.rpartition(" (default")
         if not found:
-            return text  # a toggle flag, or a required option: no default to show
+            return text  # a toggle flag: pydantic-settings shows no default for it
         return f"{head} ({default_text(field_info).replace('%', '%%')})"
 
 
