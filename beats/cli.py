@@ -13,11 +13,12 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, CliApp
+from pydantic_settings import BaseSettings
 
+from common.cliargs import parse_settings
 from common.lifecycle import Stopper, fatal_in
 from common.logs import configure_logging
 
@@ -85,33 +86,68 @@ DEMO = Command("beats.demo", "DemoSettings", "everything on one machine")
 TAIL = Command("common.client", "TailSettings", "print a live feed: beats tail URL")
 
 
+GROUPS = {
+    "run": (RUN, "run a beat or the gateway", "beats and the gateway"),
+    "emulate": (EMULATE, "run an emulator of a source (the demo's)", "emulators"),
+    "simulate": (SIMULATE, "feed a source with simulated data", "simulators"),
+    "log": (LOG, "inspect or repair a beat's event log", "event log tools"),
+}
+SINGLE = {"demo": DEMO, "tail": TAIL}
+
+
+def _version() -> str:
+    try:
+        return version("works-beats")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _listing(table: dict[str, Command]) -> str:
+    width = max(len(key) for key in table) + 2
+    return "\n".join(f"  {key:<{width}}{cmd.summary}" for key, cmd in table.items())
+
+
+def _epilog() -> str:
+    sections = [
+        f"{title} (beats {name} NAME):\n{_listing(table)}"
+        for name, (table, _, title) in GROUPS.items()
+    ]
+    sections.append("Options of each command: beats <command> [NAME] --help.")
+    return "\n\n".join(sections)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beats",
         description="Works Beats: IoT and threat-intelligence sources as CloudEvents over SSE "
-        "and Kafka. Options of each command: beats <command> <name> --help.",
+        "and Kafka.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, table in (("run", RUN), ("emulate", EMULATE), ("simulate", SIMULATE), ("log", LOG)):
-        choices = ", ".join(f"{key} ({cmd.summary})" for key, cmd in table.items())
-        p = sub.add_parser(name, help=f"{name} one of: {choices}", add_help=False)
-        p.add_argument("name", choices=sorted(table))
-    sub.add_parser("demo", help=DEMO.summary, add_help=False)
-    sub.add_parser("tail", help=TAIL.summary, add_help=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    for name, (table, summary, _) in GROUPS.items():
+        group = sub.add_parser(
+            name,
+            help=f"{summary}: beats {name} NAME",
+            description=f"{summary.capitalize()}. Options of each: beats {name} NAME --help.",
+            epilog=f"NAME one of:\n{_listing(table)}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        group.add_argument("name", metavar="NAME", choices=list(table), help=", ".join(table))
+    for name, cmd in SINGLE.items():
+        sub.add_parser(name, help=f"{cmd.summary} (options: beats {name} --help)", add_help=False)
     return parser
 
 
 def _split(argv: Sequence[str]) -> tuple[Command, str, list[str]]:
-    parser = _parser()
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        raise SystemExit(0 if argv else 2)
-    command = argv[0]
-    if command in ("demo", "tail"):
-        return (DEMO if command == "demo" else TAIL), f"beats {command}", list(argv[1:])
-    table = {"run": RUN, "emulate": EMULATE, "simulate": SIMULATE, "log": LOG}.get(command)
-    if table is None or len(argv) < 2 or argv[1] not in table:
-        parser.parse_args(list(argv[:2]))  # prints the usage error and exits
+    """The command ``argv`` names, its program name and the arguments left for its options."""
+    command = argv[0] if argv else ""
+    if command in SINGLE:
+        return SINGLE[command], f"beats {command}", list(argv[1:])
+    table = GROUPS[command][0] if command in GROUPS else {}
+    if len(argv) < 2 or argv[1] not in table:
+        _parser().parse_args(list(argv[:2]))  # help, version or a usage error: it exits
         raise SystemExit(2)
     return table[argv[1]], f"beats {command} {argv[1]}", list(argv[2:])
 
@@ -119,11 +155,7 @@ def _split(argv: Sequence[str]) -> tuple[Command, str, list[str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     command, prog, rest = _split(sys.argv[1:] if argv is None else argv)
     settings_class, entry = command.load()
-    try:
-        settings = CliApp.run(settings_class, cli_args=rest, cli_prog_name=prog)
-    except ValidationError as exc:
-        print(f"{prog}: invalid options:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = parse_settings(settings_class, rest, prog=prog)
     configure_logging(getattr(settings, "log_level", "info"), json_format=_json_logs(settings))
     grace = float(getattr(settings, "shutdown_timeout", 10.0)) + WATCHDOG_MARGIN
     try:

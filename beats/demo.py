@@ -42,7 +42,7 @@ from beats.opencti.service import build as build_opencti
 from beats.opencti.settings import OpenctiSettings
 from common.lifecycle import listen, run_until
 from common.service import Beat
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 
@@ -82,7 +82,7 @@ class DemoSettings(CommandSettings):
     shutdown_timeout: float = Field(
         10.0, description="Seconds each service's graceful shutdown may take (they stop together)."
     )
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 _LISTENERS = [  # (port option, who listens on it), in the order they are bound

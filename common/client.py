@@ -36,6 +36,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -46,17 +48,19 @@ from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, aconnect_sse, connect_sse
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import CliPositionalArg
 
 from common.envelope import CloudEvent
-from common.settings import CommandSettings, secret_file
+from common.lifecycle import Fatal
+from common.settings import CommandSettings, LogLevel, secret_file
 from common.supervise import Backoff
 
 __all__ = [
     "FeedError",
     "Gap",
     "TailSettings",
+    "check_feed_url",
     "format_item",
     "iter_events",
     "main",
@@ -146,6 +150,52 @@ def _timeout(read_timeout: float) -> httpx.Timeout:
 _RECOVERABLE = (httpx.TransportError, SSEError, _Retry)
 
 
+def check_feed_url(url: str) -> str:
+    """``url`` if it is an ``http(s)://host/...`` URL, else ``ValueError`` saying what is wanted
+    (retrying a URL httpx cannot use would only fail for ever)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{url!r} is not an http:// or https:// URL with a host "
+            "(e.g. http://127.0.0.1:8101/events)"
+        )
+    return url
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """The innermost OS error under ``exc``: ``Connection refused``, ``Name or service not known``
+    (httpx's async client only says "All connection attempts failed")."""
+    found = None
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and isinstance(cause.errno, int):
+            found = (
+                cause.strerror if isinstance(cause, socket.gaierror) else os.strerror(cause.errno)
+            )
+        cause = cause.__cause__ or cause.__context__
+    return found
+
+
+def _retrying(url: str, exc: Exception | None, cursor: _Cursor, backoff: Backoff) -> float:
+    """Log why the feed is read again and when; the delay before the next attempt."""
+    delay = cursor.delay(backoff)
+    if exc is None:
+        _log.info("feed %s: the stream ended; reconnecting in %.1f s", url, delay)
+        return delay
+    if isinstance(exc, httpx.ConnectError):
+        reason = f"cannot connect ({_os_reason(exc) or exc or 'no reason given'})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    _log.warning(
+        "feed %s: %s; retrying in %.1f s (retries go on, at most %g s apart)",
+        url,
+        reason,
+        delay,
+        max(cursor.retry_hint, backoff.max_delay),
+    )
+    return delay
+
+
 async def subscribe(
     url: str,
     *,
@@ -159,6 +209,7 @@ async def subscribe(
 
     ``read_timeout``: seconds without a byte before the connection counts as dead (beats send
     a heartbeat at least every 15 s)."""
+    check_feed_url(url)
     cursor = _Cursor(url, token, last_event_id)
     backoff = backoff or Backoff(min_delay=0.2, max_delay=10.0)
     async with contextlib.AsyncExitStack() as stack:
@@ -180,8 +231,9 @@ async def subscribe(
                                 backoff.reset()
                                 yield item
             except _RECOVERABLE as exc:
-                _log.info("feed %s: %s; reconnecting", url, exc or type(exc).__name__)
-            await asyncio.sleep(cursor.delay(backoff))
+                await asyncio.sleep(_retrying(url, exc, cursor, backoff))
+            else:
+                await asyncio.sleep(_retrying(url, None, cursor, backoff))
 
 
 def iter_events(
@@ -194,6 +246,7 @@ def iter_events(
     client: httpx.Client | None = None,
 ) -> Iterator[Item]:
     """The blocking twin of :func:`subscribe` (same items, same reconnect and resume)."""
+    check_feed_url(url)
     cursor = _Cursor(url, token, last_event_id)
     backoff = backoff or Backoff(min_delay=0.2, max_delay=10.0)
     with contextlib.ExitStack() as stack:
@@ -211,8 +264,9 @@ def iter_events(
                             backoff.reset()
                             yield item
             except _RECOVERABLE as exc:
-                _log.info("feed %s: %s; reconnecting", url, exc or type(exc).__name__)
-            time.sleep(cursor.delay(backoff))
+                time.sleep(_retrying(url, exc, cursor, backoff))
+            else:
+                time.sleep(_retrying(url, None, cursor, backoff))
 
 
 subscribe_blocking = iter_events
@@ -222,7 +276,8 @@ class TailSettings(CommandSettings):
     """Print a live feed of a beat or the gateway: beats tail URL."""
 
     url: CliPositionalArg[str] = Field(
-        description="SSE feed, e.g. http://127.0.0.1:8101/events or .../events/<channel>."
+        description="SSE feed, e.g. http://127.0.0.1:8101/events or .../events/<channel>. "
+        "While it cannot be read, beats tail logs why and retries (at most 10 s apart)."
     )
     token: SecretStr | None = Field(None, description="Bearer token (the gateway's).")
     token_file: Path | None = secret_file("token")
@@ -233,7 +288,12 @@ class TailSettings(CommandSettings):
         "pretty", description="pretty: one line per event; json: the CloudEvent as JSON lines."
     )
     width: int = Field(160, ge=40, description="Pretty lines are cut to this many characters.")
-    log_level: str = Field("warning", description="Log level.")
+    log_level: LogLevel = Field("warning", description="Log level.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        return check_feed_url(url)
 
 
 def format_item(item: Item, *, output: str = "pretty", width: int = 160) -> str:
@@ -268,5 +328,10 @@ async def main(settings: TailSettings, shutdown: asyncio.Event, out: TextIO | No
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     for pending in (task, stopper):
         pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task  # re-raises a FeedError
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except FeedError as exc:  # one line and exit code 1, not a traceback
+        reason = " ".join(str(exc).split())
+        raise Fatal(f"beats tail {settings.url}: {reason} (not retried)") from None

@@ -21,7 +21,17 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BeatSettings", "ServiceSettings", "StrList", "secret_file", "split_list"]
+__all__ = [
+    "BeatSettings",
+    "LogLevel",
+    "ServiceSettings",
+    "StrList",
+    "is_secret",
+    "secret_file",
+    "split_list",
+]
+
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 _SECRET_OF = "secret_of"
 
@@ -37,12 +47,36 @@ def secret_file(secret: str) -> Any:
     )
 
 
-def _is_secret(annotation: Any) -> bool:
+def is_secret(annotation: Any) -> bool:
     if annotation is SecretStr:
         return True
     if get_origin(annotation) in (Union, types.UnionType):
         return SecretStr in get_args(annotation)
     return False
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The string values of a ``Literal`` annotation (also inside ``X | None``)."""
+    if get_origin(annotation) is Literal:
+        return [value for value in get_args(annotation) if isinstance(value, str)]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [value for arg in get_args(annotation) for value in _choices(arg)]
+    return []
+
+
+def fold_case(settings_class: type[BaseSettings], data: Any) -> Any:
+    """``data`` with each ``Literal`` option's value spelt as its choice (``INFO`` → ``info``)."""
+    if not isinstance(data, dict):
+        return data
+    folded = dict(data)
+    for name, info in settings_class.model_fields.items():
+        value = folded.get(name)
+        if not isinstance(value, str):
+            continue
+        for choice in _choices(info.annotation):
+            if choice.casefold() == value.casefold():
+                folded[name] = choice
+    return folded
 
 
 def _secret_of(info: FieldInfo) -> str | None:
@@ -68,7 +102,12 @@ def split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f'not a JSON list ({exc.msg}); give a,b or a JSON list such as ["a", "b"]'
+                ) from None
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
 
@@ -83,6 +122,7 @@ class CommandSettings(BaseSettings):
         env_prefix="BEATS_",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        cli_hide_none_type=True,  # --seed int, not --seed {int,null}
         extra="ignore",
         hide_input_in_errors=True,  # an error must not print a secret that was given
     )
@@ -91,8 +131,13 @@ class CommandSettings(BaseSettings):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         for name, info in cls.model_fields.items():
-            if _is_secret(info.annotation) and f"{name}_file" not in cls.model_fields:
+            if is_secret(info.annotation) and f"{name}_file" not in cls.model_fields:
                 raise TypeError(f"{cls.__name__}.{name} is a secret without a {name}_file option")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_case(cls, data: Any) -> Any:
+        return fold_case(cls, data)
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> CommandSettings:
@@ -110,13 +155,9 @@ class CommandSettings(BaseSettings):
 class ServiceSettings(CommandSettings):
     """Options of every service (beats and gateway)."""
 
-    model_config = SettingsConfigDict(cli_hide_none_type=True)
-
     host: str = Field("127.0.0.1", description="Interface the HTTP server listens on.")
     port: int = Field(0, description="HTTP port (each service has its own default).")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level."
-    )
+    log_level: LogLevel = Field("info", description="Log level.")
     log_json: bool = Field(False, description="Log one JSON object per line.")
     shutdown_timeout: float = Field(
         10.0, description="Seconds a graceful shutdown may take before tasks are cancelled."

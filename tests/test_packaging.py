@@ -110,4 +110,6 @@ def test_the_demo_lock_holds_no_developer_tool_and_agrees_with_the_dev_lock() ->
 
 def test_exact_pins_are_only_where_the_code_reaches_into_internals() -> None:
     exact = {r.name for r in _requirements() if str(r.specifier).startswith("==")}
-    assert exact == {"uvicorn", "h11", "sse-starlette", "aiokafka", "httpx-sse"}
+    assert exact == {
+        "uvicorn", "h11", "sse-starlette", "aiokafka", "httpx-sse", "pydantic-settings"
+    }  # fmt: skip

@@ -14,7 +14,7 @@ from pydantic_settings import CliApp
 
 from beats.cli import DEMO, EMULATE, RUN, SIMULATE, TAIL
 from beats.opencti.settings import OpenctiSettings
-from common.settings import CommandSettings, _is_secret
+from common.settings import CommandSettings, is_secret
 from tests.processes import ServiceProcess
 from tests.support import free_port
 
@@ -26,7 +26,7 @@ COMMANDS = [*RUN.values(), *EMULATE.values(), *SIMULATE.values(), DEMO, TAIL]
 def test_every_secret_option_has_a_file_form(command: object) -> None:
     settings_class, _ = command.load()  # type: ignore[attr-defined]
     for name, info in settings_class.model_fields.items():
-        if _is_secret(info.annotation):
+        if is_secret(info.annotation):
             assert f"{name}_file" in settings_class.model_fields, name
 
 

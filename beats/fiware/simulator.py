@@ -20,7 +20,7 @@ import httpx
 from pydantic import Field
 
 from beats.fiware.emulator.scenario import entities, readings
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 
 __all__ = ["CitySettings", "main"]
 
@@ -35,7 +35,7 @@ class CitySettings(CommandSettings):
     interval: float = Field(1.0, gt=0, description="Seconds between entity changes.")
     count: int = Field(0, ge=0, description="Stop after this many changes (0: run forever).")
     seed: int | None = Field(None, description="Random seed for a reproducible scenario.")
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 def _entity(entity_id: str, kind: str, rng: random.Random) -> dict[str, Any]:

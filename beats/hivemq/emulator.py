@@ -18,7 +18,7 @@ from amqtt.broker import Broker
 from pydantic import Field
 
 from common.lifecycle import listen
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 
 __all__ = ["BrokerSettings", "embedded_broker", "main"]
 
@@ -30,7 +30,7 @@ class BrokerSettings(CommandSettings):
 
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(1884, description="MQTT port.")
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 def _config(host: str, port: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from pydantic import Field
 
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 from common.supervise import Backoff
 
 __all__ = ["DISTRIBUTIONS", "Reading", "SimulatorSettings", "main", "readings"]
@@ -62,7 +62,7 @@ class SimulatorSettings(CommandSettings):
     qos: Literal[0, 1, 2] = Field(1, description="Publish QoS.")
     count: int = Field(0, ge=0, description="Stop after this many readings (0: run forever).")
     seed: int | None = Field(None, description="Random seed for a reproducible stream.")
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 @dataclass

@@ -37,7 +37,7 @@ from beats.ditto.emulator.app import create_app, serve
 from beats.ditto.emulator.core import DittoEmulator
 from beats.ditto.emulator.sessions import Hub
 from common.lifecycle import run_until
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 
 __all__ = ["DittoEmulator", "EmulatorSettings", "Hub", "create_app", "main", "serve"]
 
@@ -53,7 +53,7 @@ class EmulatorSettings(CommandSettings):
     session_buffer: int = Field(10000, description="Per-session queue; beyond it events drop.")
     scenario: bool = Field(False, description="Connected cars changing every interval.")
     scenario_interval: float = Field(1.0, description="Seconds between scenario changes.")
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:

@@ -33,7 +33,7 @@ from beats.fiware.emulator.subscriptions import subscription_routes
 from beats.fiware.emulator.v2_routes import v2_routes
 from common.http import serve_emulator
 from common.lifecycle import run_until
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 
 __all__ = ["EmulatorSettings", "create_app", "main", "serve"]
 
@@ -51,7 +51,7 @@ class EmulatorSettings(CommandSettings):
         "Ngsiv2-AttrsFormat header, User-Agent orion/…) or experimental (Orion-LD "
         "-experimental: Ngsild-Attribute-Format header).",
     )
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -28,7 +28,7 @@ from pydantic import Field
 from beats.opencti.emulator.app import create_app, serve
 from beats.opencti.emulator.core import Collection, OpenctiEmulator, StreamStore
 from common.lifecycle import run_until
-from common.settings import CommandSettings
+from common.settings import CommandSettings, LogLevel
 
 __all__ = [
     "Collection",
@@ -56,7 +56,7 @@ class EmulatorSettings(CommandSettings):
     graphql: bool = Field(
         True, description="Serve POST /graphql (markingDefinitions); off: a platform without it."
     )
-    log_level: str = Field("info", description="Log level.")
+    log_level: LogLevel = Field("info", description="Log level.")
 
 
 async def main(settings: EmulatorSettings, shutdown: asyncio.Event) -> None:
