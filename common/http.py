@@ -286,6 +286,7 @@ def server_config(
         host=settings.host,
         port=settings.port,
         http=protocol,
+        log_config=None,  # uvicorn's loggers propagate to the root handler (configure_logging)
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout / 2)),
@@ -306,6 +307,7 @@ async def serve_emulator(
         host=host,
         port=port,
         http=_protocol(EMULATOR_LIMITS),
+        log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=3,
     )

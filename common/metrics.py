@@ -3,20 +3,40 @@
 Each service owns a :class:`Metrics` (so several services can share a process, as in
 ``beats demo``). Every counter the brief asks for lives here, so ``/metrics`` is the one place an
 operator looks: events in and out, rejections, SSE subscribers and overflow disconnects, Kafka lag,
-reconnects and task restarts.
+reconnects and task restarts. Every registry also carries the process, platform and garbage
+collector collectors (``process_resident_memory_bytes``, ``process_cpu_seconds_total``,
+``process_open_fds``, ``python_gc_*``, ``python_info``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "service_registry"]
+
+
+def service_registry() -> CollectorRegistry:
+    """A registry of one service, with the process, platform and GC collectors."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = service_registry()
         r = self.registry
         ch = ["channel"]
         self.received = Counter(

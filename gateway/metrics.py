@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge, generate_latest
+
+from common.metrics import service_registry
 
 __all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = service_registry()
         r = self.registry
         p = "beats_gateway_"
         self.clients = Gauge(p + "clients", "Connected SSE clients", registry=r)

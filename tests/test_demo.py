@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import httpx
 from tests.support import free_port, read_sse
 
 ROOT = Path(__file__).parent.parent
+PROMTOOL = shutil.which("promtool")
 
 
-def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_serves_every_feed_passes_promtool_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port, threats, cars, city = free_port(), free_port(), free_port(), free_port()
     front = free_port()
     process = subprocess.Popen(
@@ -89,6 +91,8 @@ def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None
         )
         assert all(m.event == "beats.fiware.entity" for m in rooms)
         _every_beat_reaches_the_gateway(f"http://127.0.0.1:{front}")
+        for service in (port, threats, cars, city, front):
+            _metrics_pass_promtool(f"http://127.0.0.1:{service}/metrics")
         process.send_signal(signal.SIGINT)
         assert process.wait(15) == 0
         assert process.stdout is not None
@@ -98,6 +102,18 @@ def test_demo_serves_sensor_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _metrics_pass_promtool(url: str) -> None:
+    """Prometheus' own linter accepts the exposition, which has the process collectors."""
+    assert PROMTOOL is not None, "promtool is missing (Debian: apt-get install prometheus)"
+    text = httpx.get(url, timeout=5).text
+    for family in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects"):
+        assert family in text, f"{url}: no {family}"
+    check = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, f"{url}: {check.stdout}{check.stderr}"
 
 
 def _every_beat_reaches_the_gateway(gateway: str) -> None:

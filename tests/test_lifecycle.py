@@ -98,9 +98,9 @@ def test_a_taken_port_stops_the_command_with_one_line(
         "choose another port with --port or BEATS_PORT"
     ) in lines[0]
     assert not data.exists()  # the log was never opened: nothing consumed
-    if command == "run hivemq":  # the README shows this line (with the default port)
-        readme = (ROOT / "README.md").read_text()
-        assert lines[0].split("beats: ", 1)[1].replace(str(taken), "8101") in readme
+    if command == "run hivemq":  # docs/operations.md shows this line (with the default port)
+        page = (ROOT / "docs" / "operations.md").read_text()
+        assert lines[0].split("beats: ", 1)[1].replace(str(taken), "8101") in page
 
 
 def test_a_taken_port_stops_the_demo_before_anything_started(taken: int, tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ class SubscriptionKeeper:
         registry = pipeline.metrics.registry
         for name, help_text in (
             ("times_sent", "Notifications the broker says it sent"),
-            ("fails_counter", "Consecutive failed notifications the broker reports"),
+            ("failures", "Consecutive failed notifications the broker reports (failsCounter)"),
             ("active", "1 when the subscription is active"),
         ):
             self._gauges[name] = Gauge(
@@ -246,7 +246,7 @@ class SubscriptionKeeper:
     def _report(self, pipeline: Pipeline) -> None:
         for tenant, state in self.states.items():
             self._gauges["times_sent"].labels(tenant).set(state.get("timesSent", 0))
-            self._gauges["fails_counter"].labels(tenant).set(state.get("failsCounter", 0))
+            self._gauges["failures"].labels(tenant).set(state.get("failsCounter", 0))
             self._gauges["active"].labels(tenant).set(1)
         detail = "; ".join(
             f"{tenant}: {s['status']} (sent {s.get('timesSent', 0)}, "

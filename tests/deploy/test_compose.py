@@ -144,8 +144,9 @@ def test_the_dashboard_queries_metrics_that_exist() -> None:
              for m in reg.collect()}  # fmt: skip
     exported = names | {f"{n}_total" for n in names}
     dashboard = (ROOT / "deploy/grafana/dashboards/works-beats.json").read_text()
-    queried = set(re.findall(r"\bbeats_[a-z_]+", dashboard))
+    queried = set(re.findall(r"\b(?:beats|process)_[a-z_]+", dashboard))
     assert queried and queried <= exported, queried - exported
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= queried
 
 
 def test_dockerfile_passes_hadolint() -> None:
