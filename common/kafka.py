@@ -284,6 +284,9 @@ class KafkaForwarder:
         )  # fmt: skip
 
     async def _ensure_topics(self, batch: list[StoredEvent]) -> None:
+        """Create the batch's missing topics with ``--kafka-partitions`` and
+        ``--kafka-replication``; a topic that exists is left as it is, with a warning when its
+        partition count or replication differs from the settings."""
         prefix = self.settings.kafka_topic_prefix
         wanted = {topic_name(prefix, self.beat, e.channel) for e in batch} - self._known_topics
         if not wanted:
@@ -291,18 +294,38 @@ class KafkaForwarder:
         admin = AIOKafkaAdminClient(**client_options(self.settings))
         try:
             await self._bounded(admin.start())
-            existing = set(await self._bounded(admin.list_topics()))
-            missing = [
-                NewTopic(t, num_partitions=1, replication_factor=1) for t in wanted - existing
-            ]
-            if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await self._bounded(admin.create_topics(missing))
-                _log.info("kafka: created topics %s", sorted(t.name for t in missing))
+            existing = wanted & set(await self._bounded(admin.list_topics()))
+            await self._create_topics(admin, sorted(wanted - existing))
+            if existing:
+                self._compare_topics(await self._bounded(admin.describe_topics(sorted(existing))))
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(admin.close(), self.settings.kafka_timeout)
         self._known_topics |= wanted
+
+    async def _create_topics(self, admin: AIOKafkaAdminClient, names: list[str]) -> None:
+        if not names:
+            return
+        partitions, replication = self.settings.kafka_partitions, self.settings.kafka_replication
+        topics = [NewTopic(name, partitions, replication) for name in names]
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await self._bounded(admin.create_topics(topics))
+        _log.info(
+            "kafka: created topics %s (%d partitions, replication %d)",
+            names, partitions, replication,
+        )  # fmt: skip
+
+    def _compare_topics(self, described: list[dict[str, Any]]) -> None:
+        wanted = (self.settings.kafka_partitions, self.settings.kafka_replication)
+        for topic in described:
+            partitions = topic.get("partitions") or []
+            replication = max((len(p.get("replicas") or []) for p in partitions), default=0)
+            if (len(partitions), replication) != wanted:
+                _log.warning(
+                    "kafka: topic %s exists with %d partitions and replication %d (settings: "
+                    "%d and %d); left as it is",
+                    topic.get("topic"), len(partitions), replication, *wanted,
+                )  # fmt: skip
 
     async def _bounded(self, call: Awaitable[_T], *, factor: int = 1) -> _T:
         return await asyncio.wait_for(call, self.settings.kafka_timeout * factor)

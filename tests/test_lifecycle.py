@@ -80,6 +80,15 @@ def beats(args: list[str], timeout: float = 30) -> tuple[subprocess.CompletedPro
     return result, time.monotonic() - started
 
 
+def _startup(command: list[str]) -> float:
+    """Seconds the command takes to start and print its help, on this machine now: the
+    baseline a prompt refusal is measured against (imports alone take seconds when the shared
+    machine is busy)."""
+    result, took = beats([*command, "--help"])
+    assert result.returncode == 0, result.stderr
+    return took
+
+
 @pytest.mark.parametrize("command", sorted(SOURCES))
 def test_a_taken_port_stops_the_command_with_one_line(
     command: str, taken: int, tmp_path: Path
@@ -90,7 +99,7 @@ def test_a_taken_port_stops_the_command_with_one_line(
         args += ["--data-dir", str(data)]
     result, took = beats(args)
     assert result.returncode == 3, result.stderr
-    assert took < 10
+    assert took < _startup(command.split()) + 5
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr  # one line, no traceback
     assert (
@@ -111,7 +120,7 @@ def test_a_taken_port_stops_the_demo_before_anything_started(taken: int, tmp_pat
         args += [option, str(free_port())]
     result, took = beats(args)
     assert result.returncode == 3, result.stderr
-    assert took < 10
+    assert took < _startup(["demo"]) + 5
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert (
         f"fiware beat: cannot listen on 127.0.0.1:{taken} (address in use); "

@@ -131,7 +131,9 @@ def _run_shell(block: Block, cwd: Path) -> None:
             process.communicate(timeout=30)
 
 
-_ERRORS = ("Traceback", "Error:", "Exception")
+# Python's own reports; Spark's JVM logs stack traces at WARN as a matter of course (a query
+# stopped mid-batch), which are not the example's errors
+_ERRORS = ("Traceback", "Exception ignored")
 
 
 def _run_python(block: Block, cwd: Path) -> None:
