@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
@@ -109,7 +109,7 @@ def beat_router(beat: Beat) -> APIRouter:
     @router.get(
         "/metrics",
         tags=["health"],
-        response_class=PlainTextResponse,
+        response_class=Response,  # its 200 is declared by prometheus_ok, not inferred
         responses={200: prometheus_ok()},
     )
     async def metrics() -> Response:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
@@ -175,7 +175,7 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
     @router.get(
         "/metrics",
         tags=["health"],
-        response_class=PlainTextResponse,
+        response_class=Response,  # its 200 is declared by prometheus_ok, not inferred
         dependencies=security(required=not public),
         responses={200: prometheus_ok(), **({} if public else AUTH_ERRORS)},
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +49,7 @@ _NOTIFY_BODY: dict[str, Any] = {
         }
     }
 }
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _ENTITIES = {
     "type": "array",
     "items": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
@@ -61,7 +63,10 @@ _WRITEBACK_BODY: dict[str, Any] = {
                         _ENTITIES,
                         {
                             "type": "object",
-                            "properties": {"entities": _ENTITIES, "tenant": {"type": "string"}},
+                            "properties": {
+                                "entities": _ENTITIES,
+                                "tenant": {"type": "string", "pattern": f"^{_TENANT.pattern}$"},
+                            },
                             "required": ["entities"],
                         },
                     ]
@@ -98,7 +103,7 @@ _NOTIFY_RESPONSES: dict[int | str, Any] = {
 _WRITEBACK_RESPONSES: dict[int | str, Any] = {
     200: {"model": Results, "description": "Every entity was written"},
     207: {"model": Results, "description": "Some entities were not written: see each result"},
-    400: error("Not JSON, or not a list of entities with string ids", ErrorBody),
+    400: error("Not JSON, not a list of entities with string ids, or a bad tenant", ErrorBody),
     401: error(
         "Wrong or missing bearer token (--writeback-token)",
         ErrorBody,
@@ -161,20 +166,29 @@ def fiware_router(
         except BodyTooLarge as exc:
             return _refuse(pipeline, exc.detail, 413)
         try:
-            body = loads(raw, what="body")
+            entities, tenant = _writeback_body(raw)
         except Rejected as exc:
             return _refuse(pipeline, exc.reason, 400)
-        entities = body.get("entities") if isinstance(body, dict) else body
-        if not isinstance(entities, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
-        ):
-            return _refuse(pipeline, "expected a list of entities with string ids", 400)
-        tenant = body.get("tenant") if isinstance(body, dict) else None
         results = await _write(settings, entities, tenant, request.headers)
         status = 200 if all(r["ok"] for r in results) else 207
         return JSONResponse({"results": results}, status)
 
     return router
+
+
+def _writeback_body(raw: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """The entities and tenant of a write-back body (:class:`Rejected`: why not). The tenant
+    goes into a header (Fiware-Service, NGSILD-Tenant): Orion's form, checked here."""
+    body = loads(raw, what="body")
+    entities = body.get("entities") if isinstance(body, dict) else body
+    if not isinstance(entities, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
+    ):
+        raise Rejected("expected a list of entities with string ids")
+    tenant = body.get("tenant") if isinstance(body, dict) else None
+    if tenant is not None and not (isinstance(tenant, str) and _TENANT.fullmatch(tenant)):
+        raise Rejected(f"tenant must match {_TENANT.pattern}")
+    return entities, tenant
 
 
 def _writeback_refused(settings: FiwareSettings, presented: str) -> Response | None:
