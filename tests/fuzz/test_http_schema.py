@@ -94,6 +94,10 @@ def _processes(workdir: Path) -> dict[str, ServiceProcess]:
         "--notify-url", f"http://127.0.0.1:{fiware_port}/notify", "--max-body-bytes", "65536",
         port=fiware_port,
     )  # fmt: skip
+    gateway = service(
+        "gateway", "run", "gateway", "--beat", f"fiware={fiware.base}",
+        "--tokens-file", str(_tokens(workdir / "tokens.yaml")),
+    )  # fmt: skip
     return {
         "orion": orion,
         "ditto-emulator": ditto_emulator,
@@ -102,10 +106,7 @@ def _processes(workdir: Path) -> dict[str, ServiceProcess]:
         "hivemq": beat("hivemq", "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"),  # no broker
         "ditto": beat("ditto", "--ditto-url", ditto_emulator.base),
         "opencti": beat("opencti", "--opencti-url", opencti_emulator.base),
-        "gateway": service(
-            "gateway", "run", "gateway", "--beat", f"fiware={fiware.base}",
-            "--tokens-file", str(_tokens(workdir / "tokens.yaml")),
-        ),  # fmt: skip
+        "gateway": gateway,
     }
 
 
