@@ -40,6 +40,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.config import NotAServerErrorConfig
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
 from tests.processes import ServiceProcess
@@ -169,6 +170,7 @@ def fuzz(target: Target) -> list[str]:
     )
     done = []
     for result in schema.exclude(path_regex=SSE).get_all_operations():
+        assert isinstance(result, Ok), result  # an operation Schemathesis cannot read fails
         operation = result.ok()
         headers = {**target.headers.get("*", {}), **target.headers.get(operation.path, {})}
         # negative cases break a parameter or the body: none to break, none to run
