@@ -11,6 +11,7 @@ declare. The documents are checked against the running services by Schemathesis
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "ErrorBody",
     "OAuthError",
     "error",
+    "errors",
     "install",
     "prometheus_ok",
     "sse_ok",
@@ -133,3 +135,13 @@ def _validation_as_400(schema: dict[str, Any]) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     return schema
+
+
+def errors(model: Any, *statuses: int, why: str = "") -> dict[int | str, Any]:
+    """``responses=`` entries: ``statuses`` answered with a ``model`` body (a model or a union
+    of models; an emulator's errors, declared once on its router)."""
+    suffix = f": {why}" if why else ""
+    return {
+        status: {"model": model, "description": HTTPStatus(status).phrase + suffix}
+        for status in statuses
+    }
