@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
+from fastapi_offline import FastAPIOffline
 
 from common.bodies import limit_bodies
 from common.eventlog import EventLog
@@ -33,6 +34,7 @@ from common.hub import Hub
 from common.kafka import KafkaForwarder
 from common.lifecycle import listen
 from common.metrics import Metrics
+from common.openapi import install as install_openapi
 from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline, Readiness, Source
 from common.routes import beat_router
 from common.settings import BeatSettings
@@ -94,7 +96,9 @@ class Beat:
             self.forwarder = KafkaForwarder(
                 beat=name, log=self.log, settings=settings, metrics=self.metrics
             )
-        self.app = FastAPI(title=f"{name} beat", description=description, version="0.1.0")
+        # /docs and /redoc with Swagger UI and ReDoc from the fastapi-offline package: no CDN
+        self.app = FastAPIOffline(title=f"{name} beat", description=description, version="0.1.0")
+        install_openapi(self.app)
         self.app.include_router(beat_router(self))
         for router in routers:
             self.app.include_router(router)

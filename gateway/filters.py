@@ -37,6 +37,9 @@ from typing import Any as AnyType
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "ATTRIBUTE",
+    "MAX_CONDITIONS",
+    "MAX_FILTER_CHARS",
     "RESERVED_PARAMS",
     "All",
     "Any",
@@ -51,7 +54,7 @@ __all__ = [
 
 Dialect = Literal["exact", "prefix", "suffix"]
 _DIALECTS: tuple[Dialect, ...] = ("exact", "prefix", "suffix")
-_ATTRIBUTE = re.compile(r"^[a-z0-9]{1,64}$")
+ATTRIBUTE = re.compile(r"^[a-z0-9]{1,64}$")
 RESERVED_PARAMS = frozenset({"last_event_id", "access_token"})
 _MAX_DEPTH = 16
 MAX_FILTER_CHARS = 8192
@@ -95,7 +98,7 @@ def _check_attribute(name: str) -> str:
         if any(part == "" for part in name.split(".")[1:]):
             raise FilterError(f"bad data path {name!r}: empty segment")
         return name
-    if not _ATTRIBUTE.match(name):
+    if not ATTRIBUTE.match(name):
         raise FilterError(
             f"bad attribute {name!r}: a CloudEvents attribute is lower-case letters and "
             "digits (type, subject, source, beat, ...), or data.<path> for a data field"

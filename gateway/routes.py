@@ -6,14 +6,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
+from common.openapi import PROMETHEUS_TEXT, prometheus_ok, sse_ok
 from common.routes import SSE_HEADERS
 from common.sse import parse_last_event_id
 from common.sse_response import SseResponse
+from gateway.apidoc import (
+    AUTH_ERRORS,
+    FILTER_PARAMETERS,
+    GatewayReadiness,
+    security,
+    stream_errors,
+)
 from gateway.auth import AuthError, Principal
 from gateway.filters import FilterError, parse_query
 from gateway.upstream import StreamKey, stream_label
@@ -21,9 +29,10 @@ from gateway.upstream import StreamKey, stream_label
 if TYPE_CHECKING:
     from gateway.service import Gateway
 
-__all__ = ["gateway_router", "install_error_handlers", "parse_position"]
+__all__ = ["DOCS_ASSETS", "gateway_router", "install_error_handlers", "parse_position"]
 
-_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+DOCS_ASSETS = "/static-offline-docs"
+"""Where the gateway serves Swagger UI's and ReDoc's files (from the fastapi-offline package)."""
 _DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 _FILTERS = (
     "Filters (query parameters, all must hold): exact.<attr>=v, prefix.<attr>=v, "
@@ -42,9 +51,6 @@ LastId = Annotated[str | None, Header(alias="Last-Event-ID")]
 LastIdQuery = Annotated[
     str | None,
     Query(description="Resume after this position (0: everything the beats keep)."),
-]
-TokenQuery = Annotated[
-    str | None, Query(description="Bearer token, for browsers' EventSource (or a cookie).")
 ]
 
 
@@ -84,7 +90,12 @@ def gateway_router(gateway: Gateway) -> APIRouter:
 
     _page_routes(router, gateway)
 
-    @router.get("/beats", tags=["status"])
+    @router.get(
+        "/beats",
+        tags=["status"],
+        dependencies=security(required=not gateway.auth.open),
+        responses={k: v for k, v in AUTH_ERRORS.items() if k != 403},
+    )
     async def beats(request: Request) -> dict[str, Any]:
         """Every beat the token may see: readiness, event rates per second (total and per
         channel), events committed, Kafka lag, the beat's SSE subscribers, the gateway's
@@ -113,7 +124,24 @@ def _page_routes(router: APIRouter, gateway: Gateway) -> None:
     @router.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
         gateway.guard(request, "/docs")
-        return get_swagger_ui_html(openapi_url="openapi.json", title="Works Beats gateway")
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title="Works Beats gateway",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @router.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> Response:
+        gateway.guard(request, "/redoc")
+        return get_redoc_html(
+            openapi_url="openapi.json",
+            title="Works Beats gateway",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _health_routes(router: APIRouter, gateway: Gateway) -> None:
@@ -122,7 +150,14 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
         """The process is alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            200: {"model": GatewayReadiness},
+            503: {"model": GatewayReadiness, "description": "Not ready"},
+        },
+    )
     async def readyz() -> JSONResponse:
         """Ready when no beat is configured or at least one beat answered ready at the last
         poll (a gateway with some beats down still serves the others); says which are not
@@ -135,12 +170,20 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
         body = {"ready": ready, "beats": beats, "streams": len(gateway.clients)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @router.get("/metrics", tags=["health"])
+    public = "/metrics" in gateway.settings.public_paths or gateway.auth.open
+
+    @router.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,  # its 200 is declared by prometheus_ok, not inferred
+        dependencies=security(required=not public),
+        responses={200: prometheus_ok(), **({} if public else AUTH_ERRORS)},
+    )
     async def metrics(request: Request) -> Response:
         """The gateway's own Prometheus metrics (beats_gateway_*); a token with the admin or
         metrics scope unless ``/metrics`` is in ``--public-paths``."""
         gateway.guard(request, "/metrics", metrics=True)
-        return Response(gateway.metrics.render(), media_type=_PROMETHEUS)
+        return Response(gateway.metrics.render(), media_type=PROMETHEUS_TEXT)
 
 
 def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
@@ -148,6 +191,12 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         "/streams",
         tags=["streams"],
         response_class=EventSourceResponse,
+        dependencies=security(required=not gateway.auth.open),
+        responses={
+            200: sse_ok("Every beat the token may read, merged"),
+            **stream_errors(one_beat=False),
+        },
+        openapi_extra=FILTER_PARAMETERS,
         description="Every beat the token may read, merged (SSE). Each message's id is the "
         "position vector label=seq;label=seq (label: the beat, or beat/channel for a token "
         "scoped to channels); resume with it as Last-Event-ID, or with 0 for everything. "
@@ -157,7 +206,6 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         request: Request,
         last_event_id_header: LastId = None,
         last_event_id: LastIdQuery = None,
-        access_token: TokenQuery = None,
     ) -> Response:
         principal = gateway.principal(request)
         keys = [
@@ -179,6 +227,9 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         "/streams/{beat}",
         tags=["streams"],
         response_class=EventSourceResponse,
+        dependencies=security(required=not gateway.auth.open),
+        responses={200: sse_ok("Every channel of the beat"), **stream_errors(one_beat=True)},
+        openapi_extra=FILTER_PARAMETERS,
         description="Every channel of one beat (SSE); ids are the beat's own sequences, "
         "replay as on the beat. " + _FILTERS,
     )
@@ -187,7 +238,6 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         beat: str,
         last_event_id_header: LastId = None,
         last_event_id: LastIdQuery = None,
-        access_token: TokenQuery = None,
     ) -> Response:
         return _single(gateway, request, (beat, None), last_event_id_header, last_event_id)
 
@@ -195,6 +245,9 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         "/streams/{beat}/{channel}",
         tags=["streams"],
         response_class=EventSourceResponse,
+        dependencies=security(required=not gateway.auth.open),
+        responses={200: sse_ok("The channel's events"), **stream_errors(one_beat=True)},
+        openapi_extra=FILTER_PARAMETERS,
         description="One channel of one beat (SSE); ids are the beat's own sequences, "
         "replay as on the beat. " + _FILTERS,
     )
@@ -204,7 +257,6 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         channel: str,
         last_event_id_header: LastId = None,
         last_event_id: LastIdQuery = None,
-        access_token: TokenQuery = None,
     ) -> Response:
         principal = gateway.principal(request)
         if beat in gateway.settings.beats and principal.allows(beat, channel):

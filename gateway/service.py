@@ -17,19 +17,22 @@ from typing import Any, cast
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from common.bodies import limit_bodies
 from common.http import UvicornServer, serve_http, server_config
 from common.lifecycle import listen
 from common.metrics import Metrics
+from common.openapi import DOCS_ASSETS_DIR
+from common.openapi import install as install_openapi
 from common.service import wait_shutdown
 from common.supervise import supervise
 from gateway.auth import Authenticator, Principal, describe, load_tokens
 from gateway.clients import ClientStream
 from gateway.filters import Filter
 from gateway.metrics import GatewayMetrics
-from gateway.routes import gateway_router, install_error_handlers
+from gateway.routes import DOCS_ASSETS, gateway_router, install_error_handlers
 from gateway.settings import GatewaySettings
 from gateway.status import StatusPoller, visible_report
 from gateway.upstream import StreamKey, UpstreamPool, stream_label
@@ -86,7 +89,9 @@ class Gateway:
                 allow_headers=["Authorization", "Last-Event-ID", "Cache-Control"],
             )
         install_error_handlers(app, self)
+        install_openapi(app)
         app.include_router(gateway_router(self))
+        app.mount(DOCS_ASSETS, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
         limit_bodies(
             app, max_bytes=self.settings.http_max_body_bytes, on_rejected=self._http_rejected
         )

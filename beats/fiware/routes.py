@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from beats.fiware.normalize import Notification, normalize
 from beats.fiware.settings import FiwareSettings
@@ -25,6 +27,7 @@ from common.bodies import BodyTooLarge, read_body
 from common.eventlog import LogUnavailable
 from common.jsonsafe import loads
 from common.normalize import Rejected
+from common.openapi import ErrorBody, error
 from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline
 
 __all__ = ["fiware_router"]
@@ -46,17 +49,68 @@ _NOTIFY_BODY: dict[str, Any] = {
         }
     }
 }
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}")
+_ENTITIES = {
+    "type": "array",
+    "items": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+}
 _WRITEBACK_BODY: dict[str, Any] = {
     "requestBody": {
         "content": {
             "application/json": {
                 "schema": {
-                    "type": "array",
-                    "items": {"type": "object", "properties": {"id": {"type": "string"}}},
+                    "oneOf": [
+                        _ENTITIES,
+                        {
+                            "type": "object",
+                            "properties": {
+                                "entities": _ENTITIES,
+                                "tenant": {"type": "string", "pattern": f"^{_TENANT.pattern}$"},
+                            },
+                            "required": ["entities"],
+                        },
+                    ]
                 }
             }
         }
     }
+}
+
+
+class Committed(BaseModel):
+    committed: int
+
+
+class EntityResult(BaseModel):
+    id: str
+    ok: bool
+    status: int
+    error: Any = None
+
+
+class Results(BaseModel):
+    results: list[EntityResult]
+
+
+_TOO_LARGE = error("The body is over --max-body-bytes (not read further)", ErrorBody)
+_NOTIFY_RESPONSES: dict[int | str, Any] = {
+    200: {"model": Committed, "description": "The notification's events are committed"},
+    400: error("Malformed notification (kept in the dead-letter channel): the reason", ErrorBody),
+    401: error(f"Missing or wrong {SECRET_HEADER} header (nothing is stored)", ErrorBody),
+    413: _TOO_LARGE,
+    503: error("The events could not be committed to the log (retry)", ErrorBody),
+}
+_WRITEBACK_RESPONSES: dict[int | str, Any] = {
+    200: {"model": Results, "description": "Every entity was written"},
+    207: {"model": Results, "description": "Some entities were not written: see each result"},
+    400: error("Not JSON, not a list of entities with string ids, or a bad tenant", ErrorBody),
+    401: error(
+        "Wrong or missing bearer token (--writeback-token)",
+        ErrorBody,
+        headers=("WWW-Authenticate",),
+    ),
+    403: error("Write-back is off: no --writeback-token and no --writeback-open", ErrorBody),
+    413: _TOO_LARGE,
 }
 
 
@@ -66,7 +120,7 @@ def fiware_router(
     router = APIRouter(tags=["fiware"])
     source = settings.orion_url
 
-    @router.post("/notify", openapi_extra=_NOTIFY_BODY)
+    @router.post("/notify", openapi_extra=_NOTIFY_BODY, responses=_NOTIFY_RESPONSES)
     async def notify(request: Request) -> Response:
         """Orion / NGSI-LD notifications (v2 and LD detected from headers and body)."""
         given = request.headers.get(SECRET_HEADER, "")
@@ -98,7 +152,7 @@ def fiware_router(
             "who can reach this beat, without a token; give --writeback-token(-file) instead"
         )
 
-    @router.post("/writeback", openapi_extra=_WRITEBACK_BODY)
+    @router.post("/writeback", openapi_extra=_WRITEBACK_BODY, responses=_WRITEBACK_RESPONSES)
     async def writeback(request: Request) -> Response:
         """Entity updates applied to the broker as batch upserts; results per entity. Needs
         ``Authorization: Bearer <--writeback-token>`` (refused without one configured, unless
@@ -112,20 +166,29 @@ def fiware_router(
         except BodyTooLarge as exc:
             return _refuse(pipeline, exc.detail, 413)
         try:
-            body = loads(raw, what="body")
+            entities, tenant = _writeback_body(raw)
         except Rejected as exc:
             return _refuse(pipeline, exc.reason, 400)
-        entities = body.get("entities") if isinstance(body, dict) else body
-        if not isinstance(entities, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
-        ):
-            return _refuse(pipeline, "expected a list of entities with string ids", 400)
-        tenant = body.get("tenant") if isinstance(body, dict) else None
         results = await _write(settings, entities, tenant, request.headers)
         status = 200 if all(r["ok"] for r in results) else 207
         return JSONResponse({"results": results}, status)
 
     return router
+
+
+def _writeback_body(raw: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """The entities and tenant of a write-back body (:class:`Rejected`: why not). The tenant
+    goes into a header (Fiware-Service, NGSILD-Tenant): Orion's form, checked here."""
+    body = loads(raw, what="body")
+    entities = body.get("entities") if isinstance(body, dict) else body
+    if not isinstance(entities, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("id"), str) for e in entities
+    ):
+        raise Rejected("expected a list of entities with string ids")
+    tenant = body.get("tenant") if isinstance(body, dict) else None
+    if tenant is not None and not (isinstance(tenant, str) and _TENANT.fullmatch(tenant)):
+        raise Rejected(f"tenant must match {_TENANT.pattern}")
+    return entities, tenant
 
 
 def _writeback_refused(settings: FiwareSettings, presented: str) -> Response | None:

@@ -30,8 +30,8 @@ import httpx
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import CHROMIUM, DRIVER, chromium
 from tests.docs.examples import Block, commands, examples, files
-from tests.gateway.test_dashboard import CHROMIUM, DRIVER, chromium
 
 pytestmark = pytest.mark.slow
 

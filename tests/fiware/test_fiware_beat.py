@@ -376,10 +376,15 @@ async def test_bad_writeback_bodies_are_refused_and_counted(
         garbage = await client.post("/writeback", content=b"\xff{not json")
         shape = await client.post("/writeback", json={"entities": [{"id": 3}]})
         huge = await client.post("/writeback", json=[{"id": "x", "pad": "y" * 2000}])
+        # the tenant becomes a header: one that cannot be (found by Schemathesis: a 500)
+        tenant = await client.post("/writeback", json={"entities": [], "tenant": "café"})
+        number = await client.post("/writeback", json={"entities": [], "tenant": 7})
         healthy = await client.get("/healthz")
-    assert [r.status_code for r in (empty, garbage, shape, huge)] == [400, 400, 400, 413]
+    statuses = [r.status_code for r in (empty, garbage, shape, huge, tenant, number)]
+    assert statuses == [400, 400, 400, 413, 400, 400]
     assert "not JSON" in empty.json()["error"] and healthy.status_code == 200
-    assert beat.metrics.source_errors.labels("writeback")._value.get() == 4
+    assert "tenant" in tenant.json()["error"]
+    assert beat.metrics.source_errors.labels("writeback")._value.get() == 6
 
 
 async def test_unwritable_log_answers_503(tmp_path: Path, orion: tuple[str, Any]) -> None:

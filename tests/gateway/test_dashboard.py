@@ -1,4 +1,4 @@
-"""The dashboard page in real headless Chromium (Debian's chromium + chromium-driver, Selenium).
+"""The dashboard page in real headless Chromium (:mod:`tests.browser`).
 
 Skipped, with the reason, when Chromium or its driver is not installed (``.ci/run`` installs
 them). The documentation's screenshot is taken from the demo by ``tests/docs/test_examples.py``.
@@ -8,50 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import chromium, needs_chromium
 from tests.gateway.support import beat_named, gateway_settings, hivemq_readings, run_gateway
 from tests.support import run_beat
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or DRIVER is None,
-    reason="the browser test needs Debian's chromium and chromium-driver (apt-get install "
-    "chromium chromium-driver; .ci/run installs them) — not installed here",
-)
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or "chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+pytestmark = needs_chromium
 
 
 @contextlib.asynccontextmanager

@@ -317,7 +317,12 @@ async def test_odd_events_never_break_a_live_connection(emulator: Emulator) -> N
         refused = await client.post(
             f"{emulator.url}/admin/events", json=[{"kind": "create", "raw": "a\nb"}]
         )
-    assert refused.status_code == 422
+        # not a marking definition: a 400, none added (was a 500, found by Schemathesis)
+        marking = {"type": "marking-definition", "id": "marking-definition--ok"}
+        bad_marking = await client.post(f"{emulator.url}/admin/markings", json=[marking, {}])
+    assert refused.status_code == 400 and "raw" in refused.json()["detail"]
+    assert bad_marking.status_code == 400 and "marking" in bad_marking.json()["error"]
+    assert "marking-definition--ok" not in emulator.api.store.objects
     frames = await read_frames(
         f"{emulator.url}/stream/live",
         params={"from": "0"},

@@ -13,7 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
+from beats.ditto.emulator.apidoc import API, BURST, CREDENTIALS, MESSAGE, WRITE
 from beats.ditto.emulator.core import DittoEmulator, Outgoing, parse_timeout
 from beats.ditto.emulator.scenario import drive
 from beats.ditto.emulator.sessions import Session
@@ -21,6 +23,7 @@ from beats.ditto.emulator.things import DittoError, public, select
 from beats.ditto.protocol import MERGE_PATCH
 from beats.ditto.rql import RqlError, parse
 from common.http import serve_emulator
+from common.openapi import install as install_openapi
 
 __all__ = ["create_app", "serve"]
 
@@ -55,7 +58,8 @@ def create_app(
                 await cars
         await ditto.hub.drop_connections(code=1001)
 
-    app = FastAPI(title="Eclipse Ditto emulator", lifespan=lifespan)
+    app = FastAPIOffline(title="Eclipse Ditto emulator", lifespan=lifespan)
+    install_openapi(app)  # a malformed parameter: 400, as documented
     app.state.ditto = ditto
     _auth(app, ditto)
     _websocket(app, ditto)
@@ -64,6 +68,9 @@ def create_app(
     _messages(app, ditto)
     _admin(app, ditto)
     return app
+
+
+_API: dict[str, Any] = {"responses": API, "dependencies": CREDENTIALS}
 
 
 def _auth(app: FastAPI, ditto: DittoEmulator) -> None:
@@ -128,8 +135,8 @@ async def _json(request: Request) -> Any:
 
 
 def _things(app: FastAPI, ditto: DittoEmulator) -> None:
-    @app.put("/api/2/things/{thing_id}")
-    @app.put("/api/2/things/{thing_id}/{resource:path}")
+    @app.put("/api/2/things/{thing_id}", responses=WRITE, dependencies=CREDENTIALS)
+    @app.put("/api/2/things/{thing_id}/{resource:path}", responses=WRITE, dependencies=CREDENTIALS)
     async def put(thing_id: str, request: Request, resource: str = "") -> Response:
         change = ditto.apply(
             ditto.store.put(thing_id, "/" + resource, await _json(request), **_headers(request))
@@ -139,8 +146,8 @@ def _things(app: FastAPI, ditto: DittoEmulator) -> None:
         location = f"/api/2/things/{thing_id}" + (f"/{resource}" if resource else "")
         return JSONResponse(change.value, 201, headers={"Location": location})
 
-    @app.patch("/api/2/things/{thing_id}")
-    @app.patch("/api/2/things/{thing_id}/{resource:path}")
+    @app.patch("/api/2/things/{thing_id}", status_code=204, **_API)
+    @app.patch("/api/2/things/{thing_id}/{resource:path}", status_code=204, **_API)
     async def patch(thing_id: str, request: Request, resource: str = "") -> Response:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(MERGE_PATCH):
@@ -149,8 +156,8 @@ def _things(app: FastAPI, ditto: DittoEmulator) -> None:
         ditto.apply(ditto.store.merge(thing_id, "/" + resource, patch, **_headers(request)))
         return Response(status_code=204)
 
-    @app.delete("/api/2/things/{thing_id}")
-    @app.delete("/api/2/things/{thing_id}/{resource:path}")
+    @app.delete("/api/2/things/{thing_id}", status_code=204, **_API)
+    @app.delete("/api/2/things/{thing_id}/{resource:path}", status_code=204, **_API)
     async def delete(thing_id: str, request: Request, resource: str = "") -> Response:
         ditto.apply(ditto.store.delete(thing_id, "/" + resource, **_headers(request)))
         return Response(status_code=204)
@@ -162,21 +169,21 @@ def _project(thing: dict[str, Any], fields: str | None) -> dict[str, Any]:
 
 
 def _reads(app: FastAPI, ditto: DittoEmulator) -> None:
-    @app.get("/api/2/things/{thing_id}")
-    @app.get("/api/2/things/{thing_id}/{resource:path}")
+    @app.get("/api/2/things/{thing_id}", **_API)
+    @app.get("/api/2/things/{thing_id}/{resource:path}", **_API)
     async def get(thing_id: str, resource: str = "", fields: str | None = None) -> Any:
         if resource:
             return ditto.store.get(thing_id, "/" + resource)
         ditto.store.get(thing_id)
         return _project(ditto.things[thing_id], fields)
 
-    @app.get("/api/2/things")
+    @app.get("/api/2/things", **_API)
     async def get_many(ids: str = "", fields: str | None = None) -> list[dict[str, Any]]:
         """Only the things that exist (and are visible), in the order asked for."""
         found = [i for i in dict.fromkeys(ids.split(",")) if i in ditto.things]
         return [_project(ditto.things[i], fields) for i in found]
 
-    @app.get("/api/2/search/things")
+    @app.get("/api/2/search/things", **_API)
     async def search(
         namespaces: str | None = None,
         filter: str | None = None,
@@ -231,7 +238,9 @@ def _payload(body: bytes, content_type: str) -> Any:
 
 
 def _messages(app: FastAPI, ditto: DittoEmulator) -> None:
-    @app.post("/api/2/things/{thing_id}/{resource:path}")
+    @app.post(
+        "/api/2/things/{thing_id}/{resource:path}", responses=MESSAGE, dependencies=CREDENTIALS
+    )
     async def post_message(thing_id: str, resource: str, request: Request) -> Response:
         match = _MESSAGE.fullmatch(resource)
         if match is None:
@@ -282,7 +291,7 @@ def _admin(app: FastAPI, ditto: DittoEmulator) -> None:
         frame = body if binary else body.decode()
         return {"sessions": sum(s.offer(frame) for s in list(ditto.sessions))}
 
-    @app.post("/admin/burst")
+    @app.post("/admin/burst", responses=BURST)
     async def burst(thing_id: str, count: int) -> dict[str, int]:
         return {"events": await ditto.burst(thing_id, count), "dropped": ditto.dropped}
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import Field
 
 from beats.fiware.emulator.broker import Broker
@@ -33,6 +34,7 @@ from beats.fiware.emulator.subscriptions import subscription_routes
 from beats.fiware.emulator.v2_routes import v2_routes
 from common.http import serve_emulator
 from common.lifecycle import run_until
+from common.openapi import install as install_openapi
 from common.settings import CommandSettings, LogLevel
 
 __all__ = ["EmulatorSettings", "create_app", "main", "serve"]
@@ -127,10 +129,11 @@ def create_app(
     ``-httpTimeout`` (seconds); ``queue_size`` bounds each subscription's notification queue;
     ``ld_mode`` is Orion-LD's notification mode (``default`` or ``experimental``)."""
     broker = Broker(Notifier(timeout=notify_timeout, queue_size=queue_size), ld_mode=ld_mode)
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Orion / NGSI-LD emulator",
         lifespan=_lifespan(broker, scenario, scenario_interval, scenario_seed),
     )
+    install_openapi(app)  # a malformed parameter: 400, as documented
     app.state.broker = broker
     app.middleware("http")(_correlator)
     _error_handlers(app)

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from beats.fiware.emulator.apidoc import LD_ERRORS, created
 from beats.fiware.emulator.broker import Broker
 from beats.fiware.emulator.model import Change, Entity, LdError, now
 from beats.fiware.emulator.query import QueryError, compile_q
@@ -153,8 +154,15 @@ def _query(entities: list[Entity], request: Request) -> list[Entity]:
     return entities
 
 
+_PARTIAL: dict[int | str, Any] = {207: {"description": "Some attributes were not updated"}}
+_BATCH: dict[int | str, Any] = {
+    201: {"description": "Created (create, upsert): the ids"},
+    207: {"description": "Some entities failed: successes and errors"},
+}
+
+
 def _entity_routes(router: APIRouter, ops: LdEntities) -> None:
-    @router.post("/entities")
+    @router.post("/entities", status_code=201, responses=created())
     async def create(request: Request) -> Response:
         body = await json_body(request, ld=True)
         ops.create(context(request, ld=True), body)
@@ -171,7 +179,7 @@ def _entity_routes(router: APIRouter, ops: LdEntities) -> None:
     async def read(request: Request, entity_id: str) -> Any:
         return _render(ops.get(context(request, ld=True), entity_id), request)
 
-    @router.delete("/entities/{entity_id}")
+    @router.delete("/entities/{entity_id}", status_code=204)
     async def delete(request: Request, entity_id: str) -> Response:
         ctx = context(request, ld=True)
         ops.get(ctx, entity_id)
@@ -180,7 +188,7 @@ def _entity_routes(router: APIRouter, ops: LdEntities) -> None:
 
 
 def _attribute_routes(router: APIRouter, ops: LdEntities) -> None:
-    @router.post("/entities/{entity_id}/attrs")
+    @router.post("/entities/{entity_id}/attrs", status_code=204)
     async def append(request: Request, entity_id: str) -> Response:
         ctx, body = context(request, ld=True), await json_body(request, ld=True)
         entity = ops.get(ctx, entity_id)
@@ -190,7 +198,7 @@ def _attribute_routes(router: APIRouter, ops: LdEntities) -> None:
         ops.write(ctx, entity, attrs, created=False)
         return Response(status_code=204)
 
-    @router.patch("/entities/{entity_id}/attrs")
+    @router.patch("/entities/{entity_id}/attrs", status_code=204, responses=_PARTIAL)
     async def update(request: Request, entity_id: str) -> Response:
         ctx, body = context(request, ld=True), await json_body(request, ld=True)
         missing = ops.update(ctx, ops.get(ctx, entity_id), body)
@@ -200,14 +208,14 @@ def _attribute_routes(router: APIRouter, ops: LdEntities) -> None:
         not_updated = [{"attributeName": n, "reason": "attribute does not exist"} for n in missing]
         return JSONResponse({"updated": updated, "notUpdated": not_updated}, 207)
 
-    @router.patch("/entities/{entity_id}/attrs/{attr}")
+    @router.patch("/entities/{entity_id}/attrs/{attr}", status_code=204)
     async def update_one(request: Request, entity_id: str, attr: str) -> Response:
         ctx, body = context(request, ld=True), await json_body(request, ld=True)
         if ops.update(ctx, ops.get(ctx, entity_id), {attr: body}):
             raise LdError(404, "ResourceNotFound", "Attribute not found", attr)
         return Response(status_code=204)
 
-    @router.delete("/entities/{entity_id}/attrs/{attr}")
+    @router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204)
     async def delete_one(request: Request, entity_id: str, attr: str) -> Response:
         entity = ops.get(context(request, ld=True), entity_id)
         if entity.attrs.pop(attr, None) is None:
@@ -216,7 +224,7 @@ def _attribute_routes(router: APIRouter, ops: LdEntities) -> None:
 
 
 def _batch_routes(router: APIRouter, ops: LdEntities) -> None:
-    @router.post("/entityOperations/{operation}")
+    @router.post("/entityOperations/{operation}", status_code=204, responses=_BATCH)
     async def batch(request: Request, operation: str) -> Response:
         ctx, body = context(request, ld=True), await json_body(request, ld=True)
         if operation not in ("create", "upsert", "update", "delete") or not isinstance(body, list):
@@ -265,7 +273,7 @@ def _batch_one(ops: LdEntities, ctx: Context, operation: str, item: Any, mode: s
 
 
 def ld_routes(broker: Broker) -> APIRouter:
-    router, ops = APIRouter(prefix="/ngsi-ld/v1"), LdEntities(broker)
+    router, ops = APIRouter(prefix="/ngsi-ld/v1", responses=LD_ERRORS), LdEntities(broker)
     _entity_routes(router, ops)
     _attribute_routes(router, ops)
     _batch_routes(router, ops)

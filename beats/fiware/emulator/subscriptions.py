@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from beats.fiware.emulator.apidoc import created
 from beats.fiware.emulator.broker import Broker
 from beats.fiware.emulator.model import LdError, OrionError, Subscription
 from beats.fiware.emulator.requests import context, json_body, ld_context, page
@@ -200,7 +201,7 @@ def _mine(broker: Broker, request: Request, sub_id: str, *, ld: bool) -> Subscri
 def _collection_routes(router: APIRouter, broker: Broker, *, ld: bool) -> None:
     prefix = "/ngsi-ld/v1" if ld else "/v2"
 
-    @router.post("/subscriptions")
+    @router.post("/subscriptions", status_code=201, responses=created())
     async def create(request: Request) -> Response:
         ctx, body = context(request, ld=ld), await json_body(request, ld=ld)
         body = _check_ld(body) if ld else _check_v2(body)
@@ -228,13 +229,13 @@ def _item_routes(router: APIRouter, broker: Broker, *, ld: bool) -> None:
         sub = _mine(broker, request, sub_id, ld=ld)
         return _ld_view(sub) if ld else _v2_view(sub)
 
-    @router.patch("/subscriptions/{sub_id:path}")
+    @router.patch("/subscriptions/{sub_id:path}", status_code=204)
     async def patch(request: Request, sub_id: str) -> Response:
         sub = _mine(broker, request, sub_id, ld=ld)
         _patch(sub, await json_body(request, ld=ld))
         return Response(status_code=204)
 
-    @router.delete("/subscriptions/{sub_id:path}")
+    @router.delete("/subscriptions/{sub_id:path}", status_code=204)
     async def delete(request: Request, sub_id: str) -> Response:
         broker.subscriptions.pop(_mine(broker, request, sub_id, ld=ld).id, None)
         return Response(status_code=204)

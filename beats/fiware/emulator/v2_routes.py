@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from beats.fiware.emulator.apidoc import V2_ERRORS, no_content
 from beats.fiware.emulator.broker import Broker
 from beats.fiware.emulator.model import OrionError, in_scope
 from beats.fiware.emulator.requests import context, json_body, page
@@ -37,14 +38,14 @@ def _attribute_routes(router: APIRouter, ops: V2Entities) -> None:
             raise OrionError(404, "NotFound", "The entity does not have such an attribute")
         return entity.attrs[attr]
 
-    @router.put("/entities/{entity_id}/attrs/{attr}")
+    @router.put("/entities/{entity_id}/attrs/{attr}", status_code=204)
     async def put_attr(request: Request, entity_id: str, attr: str) -> Response:
         ctx, body = context(request), await json_body(request)
         entity = ops.one(ctx, entity_id, request.query_params.get("type"))
         ops.update(ctx, entity, {attr: parse_attr(body, False)}, "update", forced=False)
         return _no_content()
 
-    @router.delete("/entities/{entity_id}/attrs/{attr}")
+    @router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204)
     async def delete_attr(request: Request, entity_id: str, attr: str) -> Response:
         ctx = context(request)
         entity = ops.one(ctx, entity_id, request.query_params.get("type"))
@@ -60,7 +61,7 @@ def _value_routes(router: APIRouter, ops: V2Entities) -> None:
             raise OrionError(404, "NotFound", "The entity does not have such an attribute")
         return entity.attrs[attr]["value"]
 
-    @router.put("/entities/{entity_id}/attrs/{attr}/value")
+    @router.put("/entities/{entity_id}/attrs/{attr}/value", status_code=204)
     async def put_value(request: Request, entity_id: str, attr: str) -> Response:
         ctx = context(request)
         entity = ops.one(ctx, entity_id, request.query_params.get("type"))
@@ -75,7 +76,7 @@ def _value_routes(router: APIRouter, ops: V2Entities) -> None:
 
 
 def _entity_routes(router: APIRouter, ops: V2Entities) -> None:
-    @router.post("/entities")
+    @router.post("/entities", status_code=201, responses=no_content("Upserted"))
     async def create(request: Request) -> Response:
         ctx, body, opts = context(request), await json_body(request), options(request)
         created = ops.create(ctx, body, key_values="keyValues" in opts, upsert="upsert" in opts)
@@ -107,7 +108,7 @@ def _entity_routes(router: APIRouter, ops: V2Entities) -> None:
             return {k: v for k, v in rendered.items() if k not in ("id", "type")}
         return rendered
 
-    @router.delete("/entities/{entity_id}")
+    @router.delete("/entities/{entity_id}", status_code=204)
     async def delete(request: Request, entity_id: str) -> Response:
         ctx = context(request)
         ops.delete(ctx, ops.one(ctx, entity_id, request.query_params.get("type")))
@@ -133,11 +134,11 @@ def _attrs_route(router: APIRouter, ops: V2Entities, method: str, mode: str) -> 
         )
         return _no_content()
 
-    router.add_api_route("/entities/{entity_id}/attrs", attrs, methods=[method])
+    router.add_api_route("/entities/{entity_id}/attrs", attrs, methods=[method], status_code=204)
 
 
 def _batch_route(router: APIRouter, ops: V2Entities) -> None:
-    @router.post("/op/update")
+    @router.post("/op/update", status_code=204)
     async def batch(request: Request) -> Response:
         ctx, body = context(request), await json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("entities"), list):
@@ -160,7 +161,7 @@ def _batch_route(router: APIRouter, ops: V2Entities) -> None:
 
 
 def v2_routes(broker: Broker) -> APIRouter:
-    router, ops = APIRouter(prefix="/v2"), V2Entities(broker)
+    router, ops = APIRouter(prefix="/v2", responses=V2_ERRORS), V2Entities(broker)
     _entity_routes(router, ops)
     for method, mode in (("POST", "append"), ("PATCH", "update"), ("PUT", "replace")):
         _attrs_route(router, ops, method, mode)

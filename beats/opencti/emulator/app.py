@@ -11,8 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
+from beats.opencti.emulator.apidoc import CONTROL, GRAPHQL, MARKINGS, STREAM
 from beats.opencti.emulator.channel import Channel, StreamOptions
 from beats.opencti.emulator.core import (
     DEFAULT_LIVE_STREAM,
@@ -24,6 +26,7 @@ from beats.opencti.emulator.graphql import run_query
 from beats.opencti.frames import start_position
 from beats.opencti.scenario import Scenario
 from common.http import serve_emulator
+from common.openapi import install as install_openapi
 
 __all__ = ["create_app", "serve"]
 
@@ -72,7 +75,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app = FastAPI(title="OpenCTI live-stream emulator", lifespan=lifespan)
+    app = FastAPIOffline(title="OpenCTI live-stream emulator", lifespan=lifespan)
+    install_openapi(app)  # a malformed parameter: 400, as documented
     app.state.opencti = emulator
     options = {"heartbeat_interval": heartbeat_interval, "drop_every": drop_every}
     _streams(app, emulator, options)
@@ -83,7 +87,7 @@ def create_app(
 
 
 def _graphql(app: FastAPI, emulator: OpenctiEmulator) -> None:
-    @app.post("/graphql")
+    @app.post("/graphql", responses=GRAPHQL)
     async def graphql_api(request: Request) -> Response:
         """OpenCTI's GraphQL API, its ``markingDefinitions`` query (see :mod:`.graphql`)."""
         try:
@@ -133,13 +137,13 @@ def _streams(app: FastAPI, emulator: OpenctiEmulator, base: dict[str, Any]) -> N
             body, media_type="text/event-stream; charset=utf-8", headers=_SSE_HEADERS
         )
 
-    @app.get("/stream")
+    @app.get("/stream", response_class=StreamingResponse, responses=STREAM)
     async def raw_stream(request: Request) -> Response:
         if not authenticated(request):
             return _refused(401, _NOT_AUTHENTICATED)
         return stream(_options(request, None, base))
 
-    @app.get("/stream/{stream_id}")
+    @app.get("/stream/{stream_id}", response_class=StreamingResponse, responses=STREAM)
     async def live_stream(request: Request, stream_id: str) -> Response:
         collection = emulator.collections.get(stream_id)
         if stream_id != DEFAULT_LIVE_STREAM and collection is None:
@@ -179,9 +183,15 @@ def _admin(app: FastAPI, emulator: OpenctiEmulator) -> None:
         ids = await emulator.store.append(frames, shared_id=shared_id)
         return {"ids": [str(i) for i in ids]}
 
-    @app.post("/admin/markings")
-    async def add_markings(markings: list[dict[str, Any]]) -> dict[str, Any]:
-        """Marking definitions the platform holds without sending them on the stream."""
+    @app.post("/admin/markings", responses=MARKINGS)
+    async def add_markings(markings: list[dict[str, Any]]) -> Any:
+        """Marking definitions the platform holds without sending them on the stream (400,
+        none added, when one is not a STIX marking definition with an id)."""
+        try:
+            for marking in markings:
+                emulator.check_marking(marking)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         for marking in markings:
             emulator.add_marking(marking)
         return {"markings": len(emulator.markings())}
@@ -191,7 +201,7 @@ def _admin(app: FastAPI, emulator: OpenctiEmulator) -> None:
         collection = await emulator.create_stream(stream_id, public=public)
         return {"stream": stream_id, "started": collection.started, "public": collection.public}
 
-    @app.post("/admin/streams/{stream_id}/{action}")
+    @app.post("/admin/streams/{stream_id}/{action}", responses=CONTROL)
     async def control(stream_id: str, action: str) -> Response:
         if action not in ("start", "stop"):
             return JSONResponse({"error": "action is start or stop"}, status_code=404)

@@ -213,10 +213,15 @@ class OpenctiEmulator:
         objects = self.store.objects.values()
         return [stix for stix in objects if stix.get("type") == "marking-definition"]
 
-    def add_marking(self, stix: dict[str, Any]) -> None:
-        """A marking definition the platform holds without it being on the stream."""
+    @staticmethod
+    def check_marking(stix: dict[str, Any]) -> None:
+        """``ValueError`` unless ``stix`` is a marking definition :meth:`add_marking` takes."""
         if stix.get("type") != "marking-definition" or not isinstance(stix.get("id"), str):
             raise ValueError("a marking definition is a STIX marking-definition with an id")
+
+    def add_marking(self, stix: dict[str, Any]) -> None:
+        """A marking definition the platform holds without it being on the stream."""
+        self.check_marking(stix)
         self.store.objects[stix["id"]] = stix
 
     async def create_stream(self, stream_id: str, *, public: bool = False) -> Collection:
