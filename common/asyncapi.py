@@ -201,7 +201,18 @@ def envelope_schema(spec: EventSpec, beat: str) -> dict[str, Any]:
         "properties": properties,
         "required": required,
         "additionalProperties": False,
+        "if": {"required": ["oversize"]},
+        "then": {"description": "A Kafka stand-in for an oversize event: no data."},
+        "else": _with_data(spec),
     }
+
+
+def _with_data(spec: EventSpec) -> dict[str, Any]:
+    """Every event but a Kafka stand-in has its ``dataschema`` and its data."""
+    if not spec.binary:
+        return {"required": ["dataschema", "data"]}
+    either = [{"required": ["data"]}, {"required": ["data_base64"]}]
+    return {"required": ["dataschema"], "oneOf": either}
 
 
 def _beat_sse(document: Document, beat: Publisher, server: str) -> None:

@@ -63,7 +63,8 @@ class GatewaySettings(ServiceSettings):
     public_paths: StrList = Field(
         default_factory=lambda: ["/"],
         description="Gateway pages served without a token, from /, /docs, /openapi.json, "
-        "/metrics (others need a valid token; /metrics the admin or metrics scope). "
+        "/asyncapi.json, /metrics (others need a valid token; /metrics the admin or metrics "
+        "scope). "
         "Default: the dashboard page (/), which holds no data.",
     )
     retry_after: int = Field(
@@ -118,7 +119,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("public_paths")
     @classmethod
     def _check_public(cls, value: list[str]) -> list[str]:
-        unknown = set(value) - {"/", "/docs", "/openapi.json", "/metrics"}
+        unknown = set(value) - {"/", "/docs", "/openapi.json", "/asyncapi.json", "/metrics"}
         if unknown:
             raise ValueError(f"--public-paths: not gateway pages: {sorted(unknown)}")
         return value
