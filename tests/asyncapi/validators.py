@@ -35,7 +35,7 @@ def parse_errors(documents: dict[str, dict[str, Any]], workdir: Path) -> dict[st
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is not installed: the AsyncAPI parser cannot run")
-    paths = {}
+    paths: dict[str, Path] = {}
     for name, document in documents.items():
         paths[name] = workdir / f"asyncapi-{len(paths)}.json"
         paths[name].write_text(json.dumps(document))
