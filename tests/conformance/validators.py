@@ -15,7 +15,7 @@ schema, plus the CloudEvents type system, which neither of them checks fully.
   other kinds.
 
 A *record* is what a consumer receives: ``{"via": "sse"|"kafka", "value": str, "key": str |
-None, "headers": {name: str}}``.
+None, "headers": {name: str}}`` (Kafka records: also ``"topic"``).
 """
 
 from __future__ import annotations
