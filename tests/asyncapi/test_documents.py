@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiomqtt import Client
 
-from beats.asyncapi import DOCUMENT, render, system_document
+from beats.asyncapi import DOCUMENT, main, render, system_document
 from beats.catalog import EVENTS
 from beats.opencti.schema import Tlp
 from beats.opencti.stix import TLP_LEVELS
@@ -50,6 +50,16 @@ def test_docs_asyncapi_json_is_what_the_code_generates() -> None:
     assert DOCUMENT.read_text() == render(system_document()), (
         "docs/asyncapi.json is stale: run python -m beats.asyncapi"
     )
+
+
+def test_the_command_writes_the_document_and_checks_it(tmp_path: Path) -> None:
+    """``python -m beats.asyncapi [--check] [PATH]``, as docs/asyncapi.md shows it."""
+    path = tmp_path / "asyncapi.json"
+    assert main(["--check", str(path)]) == 1  # missing
+    assert main([str(path)]) == 0 and main(["--check", str(path)]) == 0
+    path.write_text(path.read_text().replace("SSE", "sse", 1))
+    assert main(["--check", str(path)]) == 1
+    assert main(["--check"]) == 0  # docs/asyncapi.json
 
 
 def test_the_parser_accepts_the_system_document_and_rejects_a_broken_one(
