@@ -23,7 +23,6 @@ application/cloudevents+json``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,36 +280,41 @@ def _gateway_query() -> dict[str, Any]:
     }
 
 
+def _gateway_beat(document: Document, beat: Publisher, server: str) -> list[str]:
+    """``/streams/<beat>`` and ``/streams/<beat>/{channel}``; the messages of the beat."""
+    gap, query = document.gap_message(), _gateway_query()
+    events = [document.message(spec, beat.name) for spec in beat.events_on(None)]
+    document.channel(
+        f"{server}-streams-{beat.name}",
+        address=f"/streams/{beat.name}",
+        server=server,
+        messages=[*events, gap],
+        description=f"Every channel of the {beat.name} beat, through the gateway. " + _SSE,
+        query=query,
+    )
+    parameter: dict[str, Any] = {"description": f"A channel of the {beat.name} beat."}
+    if beat.channels:
+        parameter["enum"] = list(beat.channels)
+    document.channel(
+        f"{server}-streams-{beat.name}-channel",
+        address=f"/streams/{beat.name}/{{channel}}",
+        server=server,
+        messages=[*events, gap],
+        description=f"One channel of the {beat.name} beat, through the gateway. " + _SSE,
+        query=query,
+        parameters={"channel": parameter},
+    )
+    return events
+
+
 def add_gateway(
     document: Document, beats: Sequence[Publisher], *, http: str, server: str = "gateway"
 ) -> None:
     """The gateway's server and streams over ``beats`` (their ``channels``: those known)."""
     document.server(server, host=http, protocol="http", description="The gateway (SSE).")
-    gap, query = document.gap_message(), _gateway_query()
-    merged: list[str] = [gap]
+    merged = [document.gap_message()]
     for beat in beats:
-        events = [document.message(spec, beat.name) for spec in beat.events_on(None)]
-        merged += events
-        document.channel(
-            f"{server}-streams-{beat.name}",
-            address=f"/streams/{beat.name}",
-            server=server,
-            messages=[*events, gap],
-            description=f"Every channel of the {beat.name} beat, through the gateway. " + _SSE,
-            query=query,
-        )
-        parameter: dict[str, Any] = {"description": f"A channel of the {beat.name} beat."}
-        if beat.channels:
-            parameter["enum"] = list(beat.channels)
-        document.channel(
-            f"{server}-streams-{beat.name}-channel",
-            address=f"/streams/{beat.name}/{{channel}}",
-            server=server,
-            messages=[*events, gap],
-            description=f"One channel of the {beat.name} beat, through the gateway. " + _SSE,
-            query=query,
-            parameters={"channel": parameter},
-        )
+        merged += _gateway_beat(document, beat, server)
     document.channel(
         f"{server}-streams",
         address="/streams",
@@ -318,7 +322,7 @@ def add_gateway(
         messages=merged,
         description="Every beat the token may read, merged; id: the position vector "
         "label=seq;label=seq. " + _SSE,
-        query=query,
+        query=_gateway_query(),
     )
 
 
@@ -326,4 +330,4 @@ def gateway_document(beats: Sequence[Publisher], *, http: str) -> dict[str, Any]
     """The AsyncAPI document the gateway serves as ``/asyncapi.json``."""
     document = Document("Works Beats gateway", "One authenticated front door to every beat.")
     add_gateway(document, beats, http=http)
-    return copy.deepcopy(document.doc)
+    return document.doc

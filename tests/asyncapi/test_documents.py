@@ -22,7 +22,7 @@ from beats.opencti.schema import Tlp
 from beats.opencti.stix import TLP_LEVELS
 from common.schema import dataschema_uri
 from gateway.settings import GatewaySettings
-from tests.asyncapi.validators import EventChecker, parse_errors
+from tests.asyncapi.validators import EventChecker, as_committed, parse_errors
 from tests.brokers import MosquittoBroker
 from tests.gateway.support import run_gateway
 from tests.hivemq.test_mqtt_beat import hivemq_beat, publisher, ready
@@ -40,9 +40,7 @@ def golden_events() -> list[tuple[str, dict[str, Any]]]:
         expected = json.loads(path.read_text())
         for event in expected if isinstance(expected, list) else [expected]:
             if "type" in event:  # not a rejection
-                event = {**event, "sequence": 1}
-                event.setdefault("time", "2026-11-01T12:00:00Z")
-                found.append((f"{path.parent.parent.name}/{path.name}", event))
+                found.append((f"{path.parent.parent.name}/{path.name}", as_committed(event)))
     return found
 
 

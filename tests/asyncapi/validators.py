@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from referencing.jsonschema import DRAFT7
 
 from tests.support import npm_ci
 
-__all__ = ["PARSER_DIR", "EventChecker", "parse_errors"]
+__all__ = ["PARSER_DIR", "EventChecker", "as_committed", "assert_match", "parse_errors"]
 
 PARSER_DIR = Path(__file__).parent / "js"
 _BASE = "urn:works-beats:test:asyncapi-document"
@@ -91,3 +92,26 @@ class EventChecker:
 
     def check(self, events: Iterable[dict[str, Any]]) -> list[str]:
         return [problem for event in events for problem in self.problems(event)]
+
+
+def as_committed(event: dict[str, Any]) -> dict[str, Any]:
+    """A normaliser's event as the log commits it: with a ``sequence``, and a ``time`` where
+    the test gave the normaliser no receive time."""
+    committed = {**event, "sequence": 1}
+    committed.setdefault("time", "2026-11-01T12:00:00Z")
+    return committed
+
+
+@cache
+def _system_checker() -> EventChecker:
+    from beats.asyncapi import system_document
+
+    return EventChecker(system_document())
+
+
+def assert_match(events: Iterable[Any]) -> None:
+    """Every event (a :class:`~common.envelope.CloudEvent`) matches its message in
+    ``docs/asyncapi.json`` (as the code generates it now)."""
+    found = [json.loads(event.to_json()) for event in events]
+    problems = _system_checker().check(as_committed(event) for event in found)
+    assert not problems, "\n".join(problems[:20])
