@@ -108,8 +108,8 @@ def test_an_event_that_differs_from_its_message_is_refused(member: str, value: A
 async def test_the_gateway_serves_a_document_its_streams_match(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    """A real HiveMQ beat behind the gateway: the gateway's document parses, and every event of
-    ``/streams/hivemq`` matches it (the channel list: what the beat told the gateway)."""
+    """A real HiveMQ beat (no Kafka) behind the gateway: both documents parse, and every event
+    of ``/streams/hivemq`` matches the gateway's (the channel list: what the beat told it)."""
     beat = hivemq_beat(tmp_path, mosquitto, mqtt_channel=["test/doors/#=doors"])
     async with run_beat(beat) as beat_base:
         await ready(beat_base)
@@ -121,10 +121,18 @@ async def test_the_gateway_serves_a_document_its_streams_match(
             await _publish(mosquitto)
             await eventually(lambda: beat.log.head >= 3, what="three messages")
             document = (await http.get(f"{base}/asyncapi.json")).json()
+            own = (await http.get(f"{beat_base}/asyncapi.json")).json()
             messages = await read_sse(f"{base}/streams/hivemq?last_event_id=0", count=3)
     channel = document["channels"]["gateway-streams-hivemq-channel"]
     assert channel["parameters"]["channel"]["enum"] == ["deadletter", "doors", "messages"]
-    assert parse_errors({"gateway": document}, tmp_path) == {"gateway": []}
+    assert parse_errors({"gateway": document, "beat": own}, tmp_path) == {
+        "gateway": [],
+        "beat": [],
+    }
+    assert set(own["servers"]) == {"sse"}  # no Kafka: no Kafka server, no topics
+    assert own["servers"]["sse"]["host"] == beat_base.removeprefix("http://")
+    assert {c["address"] for c in own["channels"].values()} == {
+        "/events", "/events/deadletter", "/events/doors", "/events/messages"}  # fmt: skip
     events = [json.loads(m.data) for m in messages]
     assert [e["dataschema"] for e in events] == [dataschema_uri("beats.hivemq.message")] * 3
     assert EventChecker(document).check(events) == []
