@@ -207,11 +207,12 @@ def envelope_schema(spec: EventSpec, beat: str) -> dict[str, Any]:
 
 
 def _with_data(spec: EventSpec) -> dict[str, Any]:
-    """Every event but a Kafka stand-in has its ``dataschema`` and its data."""
+    """Every event but a Kafka stand-in has its ``dataschema`` and its data; where the payload
+    can be binary, ``data`` or ``data_base64`` (or neither: a JSON ``null`` payload, which the
+    JSON format leaves out)."""
     if not spec.binary:
         return {"required": ["dataschema", "data"]}
-    either = [{"required": ["data"]}, {"required": ["data_base64"]}]
-    return {"required": ["dataschema"], "oneOf": either}
+    return {"required": ["dataschema"], "not": {"required": ["data", "data_base64"]}}
 
 
 def _beat_sse(document: Document, beat: Publisher, server: str) -> None:

@@ -18,7 +18,7 @@ class MqttPayload(RootModel[Any]):
     """The MQTT payload as sent: JSON stays JSON, other UTF-8 text is a string
     (``datacontenttype`` says which; the MQTT 5 content type when given). A binary payload, or
     JSON that JSON cannot carry back out, comes as ``data_base64`` instead (then
-    ``datanote`` says why)."""
+    ``datanote`` says why). The JSON payload ``null`` leaves ``data`` out."""
 
 
 class MqttExtensions(BaseModel):

@@ -24,7 +24,14 @@ from referencing.jsonschema import DRAFT7
 
 from tests.support import npm_ci
 
-__all__ = ["PARSER_DIR", "EventChecker", "as_committed", "assert_match", "parse_errors"]
+__all__ = [
+    "PARSER_DIR",
+    "EventChecker",
+    "as_committed",
+    "assert_match",
+    "parse_errors",
+    "system_checker",
+]
 
 PARSER_DIR = Path(__file__).parent / "js"
 _BASE = "urn:works-beats:test:asyncapi-document"
@@ -85,13 +92,19 @@ class EventChecker:
         validator = self._validator(str(event.get("type")))
         if validator is None:
             return [f"{where}: no message for its type in the document"]
-        return [
-            f"{where}: {error.json_path}: {error.message[:300]}"
-            for error in validator.iter_errors(event)
-        ]
+        return [f"{where}: {_describe(error)}" for error in validator.iter_errors(event)]
 
     def check(self, events: Iterable[dict[str, Any]]) -> list[str]:
         return [problem for event in events for problem in self.problems(event)]
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Where and which keyword failed (the message alone can be the whole event)."""
+    keyword = "/".join(map(str, error.relative_schema_path))
+    message = error.message if len(error.message) < 200 else f"fails {keyword}"
+    if error.context:  # oneOf / anyOf: what each branch said
+        message += " (" + "; ".join(_describe(e) for e in error.context[:4]) + ")"
+    return f"{error.json_path}: {message}"
 
 
 def as_committed(event: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +116,8 @@ def as_committed(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
-def _system_checker() -> EventChecker:
+def system_checker() -> EventChecker:
+    """The checker of ``docs/asyncapi.json`` as the code generates it now."""
     from beats.asyncapi import system_document
 
     return EventChecker(system_document())
@@ -113,5 +127,5 @@ def assert_match(events: Iterable[Any]) -> None:
     """Every event (a :class:`~common.envelope.CloudEvent`) matches its message in
     ``docs/asyncapi.json`` (as the code generates it now)."""
     found = [json.loads(event.to_json()) for event in events]
-    problems = _system_checker().check(as_committed(event) for event in found)
+    problems = system_checker().check(as_committed(event) for event in found)
     assert not problems, "\n".join(problems[:20])
