@@ -3,7 +3,8 @@
 Events are immutable. A normaliser builds one with :func:`new_event`; the event log assigns
 ``sequence`` at the commit point (:meth:`CloudEvent.with_sequence`). The JSON form is the
 CloudEvents JSON event format (structured mode), with the extensions ``beat``, ``sequence`` and
-``partitionkey`` plus any beat-specific ones (for example ``tlp``).
+``partitionkey`` plus any beat-specific ones (for example ``tlp``). ``dataschema`` names the JSON
+Schema of ``data`` (:mod:`common.schema`).
 
 ``sequence`` is an integer here (the SSE id), not the string-typed CloudEvents "sequence"
 extension; consumers compare it numerically.
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.jsonsafe import NotJson, Unrepresentable, loads
 from common.normalize import Rejected
+from common.schema import dataschema_uri
 
 __all__ = ["CloudEvent", "new_event", "payload_to_data"]
 
@@ -31,18 +33,26 @@ class CloudEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1)
-    source: str = Field(min_length=1)
-    type: str = Field(min_length=1)
-    subject: str | None = None
-    time: datetime | None = None
-    datacontenttype: str | None = _JSON
+    specversion: Literal["1.0"] = Field("1.0", description="CloudEvents 1.0.")
+    id: str = Field(min_length=1, description="Unique per source; stable across redelivery "
+                    "where the source has a natural id (consumers deduplicate on it).")  # fmt: skip
+    source: str = Field(min_length=1, description="The upstream (broker, stream URL).")
+    type: str = Field(min_length=1, description="The event type, beats.<beat>.<kind>.")
+    subject: str | None = Field(None, description="What the event is about (topic, id).")
+    time: datetime | None = Field(None, description="When it happened (RFC 3339).")
+    datacontenttype: str | None = Field(_JSON, description="The media type of data.")
+    dataschema: str | None = Field(
+        None, description="The data's JSON Schema: the $id of a schema in /asyncapi.json."
+    )
     data: Any = None
-    data_base64: str | None = None
-    beat: str = Field(min_length=1)
-    sequence: int | None = None
-    partitionkey: str = Field(min_length=1)
+    data_base64: str | None = Field(None, description="Binary data, base64 (no data then).")
+    beat: str = Field(min_length=1, description="Extension: the beat that emitted it.")
+    sequence: int | None = Field(
+        None, description="Extension: the position in the beat's log (the SSE id)."
+    )
+    partitionkey: str = Field(
+        min_length=1, description="Extension: the Kafka key; events with one key stay in order."
+    )
     channel: str = Field(default="default", exclude=True)
     """Routing only (SSE path, Kafka topic); not part of the serialised event."""
 
@@ -125,10 +135,12 @@ def new_event(
     id: str | None = None,
     datacontenttype: str | None = _JSON,
     data_base64: str | None = None,
+    dataschema: str | None = None,
     **extensions: Any,
 ) -> CloudEvent:
     """Build an event. ``id`` defaults to a random UUID; pass a natural id where the source has
-    one that is stable across redelivery (it lets the log drop redelivered duplicates)."""
+    one that is stable across redelivery (it lets the log drop redelivered duplicates).
+    ``dataschema`` defaults to the type's schema (:func:`common.schema.dataschema_uri`)."""
     return CloudEvent(
         id=id or str(uuid.uuid4()),
         source=source,
@@ -136,6 +148,7 @@ def new_event(
         subject=subject,
         time=time,
         datacontenttype=datacontenttype,
+        dataschema=dataschema or dataschema_uri(type),
         data=data,
         data_base64=data_base64,
         beat=beat,

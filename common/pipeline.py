@@ -27,10 +27,10 @@ from common.envelope import CloudEvent, new_event
 from common.eventlog import Encoded, EventLog, StoredEvent
 from common.metrics import Metrics
 from common.normalize import Rejected
+from common.schema import DEAD_LETTER_CHANNEL
 
 __all__ = ["DEAD_LETTER_CHANNEL", "Check", "Pipeline", "Readiness", "Source"]
 
-DEAD_LETTER_CHANNEL = "deadletter"
 _log = logging.getLogger(__name__)
 _RAW_KEPT = 64 * 1024
 

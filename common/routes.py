@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
+from common.asyncapi import beat_document
 from common.openapi import PROMETHEUS_TEXT, error, prometheus_ok, sse_ok
 from common.sse import event_stream, parse_last_event_id
 from common.sse_response import SseResponse
@@ -171,6 +172,13 @@ def beat_router(beat: Beat) -> APIRouter:
         if beat.channels is not None and channel not in beat.channels:
             raise HTTPException(404, f"the {beat.name} beat has no channel {channel!r}")
         return await stream(channel, last_event_id_header, last_event_id)
+
+    @router.get("/asyncapi.json", tags=["events"])
+    async def asyncapi(request: Request) -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of the beat's SSE streams and Kafka topics: every event
+        type with the JSON Schema of its data (generated from the code)."""
+        publisher = beat.publisher(request.url.netloc)
+        return beat_document(publisher, kafka=beat.settings.kafka_bootstrap)
 
     @router.get("/channels", tags=["events"], response_model=Channels)
     async def channels() -> dict[str, Any]:

@@ -27,6 +27,7 @@ import uvicorn
 from fastapi import APIRouter
 from fastapi_offline import FastAPIOffline
 
+from common.asyncapi import Publisher
 from common.bodies import limit_bodies
 from common.eventlog import EventLog
 from common.http import UvicornServer, serve_http, server_config
@@ -37,6 +38,7 @@ from common.metrics import Metrics
 from common.openapi import install as install_openapi
 from common.pipeline import DEAD_LETTER_CHANNEL, Pipeline, Readiness, Source
 from common.routes import beat_router
+from common.schema import EventSpec, dead_letter_spec
 from common.settings import BeatSettings
 from common.supervise import supervise
 
@@ -57,16 +59,20 @@ class Beat:
         max_body_bytes: int | None = None,
         channels: Iterable[str] | None = None,
         dead_letter_extensions: Mapping[str, Any] | None = None,
+        events: Sequence[EventSpec] = (),
     ) -> None:
         """``max_body_bytes``: the largest request body any route reads (default
         ``--http-max-body-bytes``; FIWARE's ``/notify`` has its own bound). ``channels``: every
         channel the beat can publish to (its ``deadletter`` channel is added);
         ``/events/{channel}`` answers 404 for others. ``None``: any channel (tests).
-        ``dead_letter_extensions``: added to every dead letter (OpenCTI: ``tlp: red``)."""
+        ``dead_letter_extensions``: added to every dead letter (OpenCTI: ``tlp: red``).
+        ``events``: the event types the beat emits (``beats/<beat>/schema.py``), for its
+        AsyncAPI document; its dead letters are added."""
         self.name = name
         self.channels = None if channels is None else frozenset({*channels, DEAD_LETTER_CHANNEL})
         self.settings = settings
         self.source = source
+        self.events = (*events, dead_letter_spec(name, dead_letter_extensions))
         self.metrics = Metrics(name)
         self.readiness = Readiness()
         self.log = EventLog(
@@ -106,6 +112,18 @@ class Beat:
             self.app,
             max_bytes=max(settings.http_max_body_bytes, max_body_bytes or 0),
             on_rejected=self._http_rejected,
+        )
+
+    def publisher(self, http: str) -> Publisher:
+        """The beat as its AsyncAPI document shows it, its HTTP server at ``http``."""
+        settings = self.settings
+        return Publisher(
+            name=self.name,
+            events=self.events,
+            channels=tuple(sorted(self.channels or ())),
+            http=http,
+            kafka_prefix=settings.kafka_topic_prefix if settings.kafka_bootstrap else None,
+            description=self.app.description,
         )
 
     def _http_rejected(self, reason: str) -> None:

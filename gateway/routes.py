@@ -121,6 +121,11 @@ def _page_routes(router: APIRouter, gateway: Gateway) -> None:
         gateway.guard(request, "/openapi.json")
         return JSONResponse(request.app.openapi())
 
+    @router.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi(request: Request) -> JSONResponse:
+        gateway.guard(request, "/asyncapi.json")
+        return JSONResponse(gateway.asyncapi(request.url.netloc))
+
     @router.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
         gateway.guard(request, "/docs")

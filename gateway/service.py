@@ -20,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
+from beats.catalog import EVENTS
+from common.asyncapi import Publisher, gateway_document
 from common.bodies import limit_bodies
 from common.http import UvicornServer, serve_http, server_config
 from common.lifecycle import listen
@@ -111,6 +113,22 @@ class Gateway:
             request.headers.getlist("cookie"),
         )
         return self.auth.authenticate(token)
+
+    def asyncapi(self, http: str) -> dict[str, Any]:
+        """The gateway's AsyncAPI document (its server at ``http``): the streams of every beat
+        behind it, with the event types of the beats it knows by name (:mod:`beats.catalog`)
+        and the channels each beat told at the last poll."""
+        beats = [
+            Publisher(
+                name=name,
+                events=EVENTS.get(name, ()),
+                channels=tuple(sorted(status.channels or ())) if status else (),
+                http=http,
+            )
+            for name in self.settings.beats
+            for status in [self.poller.statuses.get(name)]
+        ]
+        return gateway_document(beats, http=http)
 
     def guard(self, request: Request, path: str, *, metrics: bool = False) -> None:
         """Refuse a request for one of the gateway's own pages unless it is in

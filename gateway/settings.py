@@ -63,8 +63,8 @@ class GatewaySettings(ServiceSettings):
     public_paths: StrList = Field(
         default_factory=lambda: ["/"],
         description="Gateway pages served without a token, from /, /docs, /redoc, "
-        "/openapi.json, /metrics (others need a valid token; /metrics the admin or metrics "
-        "scope). "
+        "/openapi.json, /asyncapi.json, /metrics (others need a valid token; /metrics the "
+        "admin or metrics scope). "
         "Default: the dashboard page (/), which holds no data.",
     )
     retry_after: int = Field(
@@ -119,7 +119,9 @@ class GatewaySettings(ServiceSettings):
     @field_validator("public_paths")
     @classmethod
     def _check_public(cls, value: list[str]) -> list[str]:
-        unknown = set(value) - {"/", "/docs", "/redoc", "/openapi.json", "/metrics"}
+        unknown = set(value) - {
+            "/", "/docs", "/redoc", "/openapi.json", "/asyncapi.json", "/metrics"
+        }  # fmt: skip
         if unknown:
             raise ValueError(f"--public-paths: not gateway pages: {sorted(unknown)}")
         return value

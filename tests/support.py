@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ __all__ = [
     "free_port",
     "make_beat",
     "make_events",
+    "npm_ci",
     "read_sse",
     "read_sse_until",
     "run_beat",
@@ -212,3 +216,16 @@ def fuzz_examples(default: int) -> int:
     import os
 
     return int(os.environ.get("BEATS_FUZZ_EXAMPLES", default))
+
+
+def npm_ci(directory: Path, package: str) -> Path:
+    """``directory/node_modules/<package>``, installed with ``npm ci`` from the directory's
+    committed ``package-lock.json`` when missing (npm and node come from Debian)."""
+    installed = directory / "node_modules" / package
+    if not installed.is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(f"npm is not installed: {package} cannot be installed")
+        command = [npm, "ci", "--no-audit", "--no-fund"]
+        subprocess.run(command, cwd=directory, check=True, timeout=300)
+    return installed

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from beats.ditto.schema import DESCRIPTION, EVENTS
 from beats.ditto.settings import DittoSettings
 from beats.ditto.source import DittoSource
 from common.service import Beat
 
-__all__ = ["DittoSettings", "build", "main"]
+__all__ = ["DittoSettings", "build", "channels", "main"]
+
+
+def channels(_settings: DittoSettings) -> set[str]:
+    """Every channel the beat publishes to with these settings (the kernel adds deadletter)."""
+    return {"twin", "live"}
 
 
 def build(settings: DittoSettings) -> Beat:
@@ -16,9 +22,9 @@ def build(settings: DittoSettings) -> Beat:
         name="ditto",
         settings=settings,
         source=DittoSource(settings),
-        channels={"twin", "live"},
-        description="Eclipse Ditto twin events and live messages as CloudEvents "
-        "(types beats.ditto.twin.<action>, beats.ditto.live.message, ...).",
+        events=EVENTS,
+        channels=channels(settings),
+        description=DESCRIPTION,
     )
 
 

@@ -9,13 +9,19 @@ import logging
 import httpx
 
 from beats.fiware.routes import fiware_router
+from beats.fiware.schema import DESCRIPTION, EVENTS
 from beats.fiware.settings import FiwareSettings
 from beats.fiware.subscriptions import SubscriptionKeeper
 from common.service import Beat
 
-__all__ = ["FiwareSettings", "build", "main"]
+__all__ = ["FiwareSettings", "build", "channels", "main"]
 
 _log = logging.getLogger(__name__)
+
+
+def channels(_settings: FiwareSettings) -> set[str]:
+    """Every channel the beat publishes to with these settings (the kernel adds deadletter)."""
+    return {"entities", "raw"}
 
 
 def build(settings: FiwareSettings) -> Beat:
@@ -24,9 +30,9 @@ def build(settings: FiwareSettings) -> Beat:
         name="fiware",
         settings=settings,
         source=keeper,
-        channels={"entities", "raw"},
-        description="Orion (NGSI v2) and NGSI-LD notifications as CloudEvents "
-        "(type beats.fiware.entity); POST /notify, POST /writeback.",
+        events=EVENTS,
+        channels=channels(settings),
+        description=DESCRIPTION,
         max_body_bytes=settings.max_body_bytes,
     )
     beat.app.include_router(fiware_router(settings, beat.pipeline, keeper))

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from beats.hivemq.normalize import DEFAULT_CHANNEL
+from beats.hivemq.schema import DESCRIPTION, EVENTS
 from beats.hivemq.settings import HivemqSettings
 from beats.hivemq.source import MqttSource
 from common.service import Beat
 
-__all__ = ["HivemqSettings", "build", "main"]
+__all__ = ["HivemqSettings", "build", "channels", "main"]
+
+
+def channels(settings: HivemqSettings) -> set[str]:
+    """Every channel the beat publishes to with these settings (the kernel adds deadletter)."""
+    return {DEFAULT_CHANNEL, *(channel for _, channel in settings.channel_map())}
 
 
 def build(settings: HivemqSettings) -> Beat:
@@ -17,8 +23,9 @@ def build(settings: HivemqSettings) -> Beat:
         name="hivemq",
         settings=settings,
         source=MqttSource(settings),
-        channels={DEFAULT_CHANNEL, *(channel for _, channel in settings.channel_map())},
-        description="MQTT 3.1.1 / 5 messages as CloudEvents (type beats.hivemq.message).",
+        events=EVENTS,
+        channels=channels(settings),
+        description=DESCRIPTION,
     )
 
 

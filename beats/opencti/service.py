@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+from beats.opencti.schema import DEAD_LETTER_EXTENSIONS, DESCRIPTION, EVENTS
 from beats.opencti.settings import OpenctiSettings
 from beats.opencti.source import OpenctiSource
 from beats.opencti.stix import DEFAULT_CHANNELS
 from common.service import Beat
 
-__all__ = ["OpenctiSettings", "build", "main"]
+__all__ = ["OpenctiSettings", "build", "channels", "main"]
+
+
+def channels(settings: OpenctiSettings) -> set[str]:
+    """Every channel the beat publishes to with these settings (the kernel adds deadletter)."""
+    return {*DEFAULT_CHANNELS.values(), "entities", *settings.channel_overrides().values()}
 
 
 def build(settings: OpenctiSettings) -> Beat:
@@ -17,10 +23,10 @@ def build(settings: OpenctiSettings) -> Beat:
         name="opencti",
         settings=settings,
         source=OpenctiSource(settings),
-        channels={*DEFAULT_CHANNELS.values(), "entities", *settings.channel_overrides().values()},
-        dead_letter_extensions={"tlp": "red"},  # a rejected frame's content is unvetted
-        description="The OpenCTI live stream (STIX 2.1) as CloudEvents "
-        "(types beats.opencti.create|update|delete|merge).",
+        events=EVENTS,
+        channels=channels(settings),
+        dead_letter_extensions=DEAD_LETTER_EXTENSIONS,
+        description=DESCRIPTION,
     )
 
 

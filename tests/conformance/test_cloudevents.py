@@ -6,7 +6,9 @@ corpus``) plus what makes its other event kinds (dead letters, custom payloads, 
 event read from ``/events`` and every record read from Kafka must then pass the Python SDK (the
 current API and the 1.x ``from_json``), the JavaScript SDK (``new CloudEvent``, ``HTTP.toEvent``,
 ``Kafka.toEvent``), the CloudEvents JSON schema and the type system (int32 Integers, ``time``
-on every event): see :mod:`tests.conformance.validators`.
+on every event): see :mod:`tests.conformance.validators`. The beat's ``/asyncapi.json`` must
+pass the official AsyncAPI parser, name every Kafka topic read, and every event must match the
+message of its type there (:mod:`tests.asyncapi.validators`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from beats.fiware.emulator import create_app as orion_app
 from beats.fiware.subscriptions import SECRET_HEADER
 from beats.opencti.emulator import create_app as opencti_app
 from common.service import Beat
+from tests.asyncapi.validators import EventChecker, parse_errors
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.conformance.validators import (
     Record,
@@ -64,6 +67,7 @@ async def _kafka_records(bootstrap: str, beat: str, count: int) -> list[Record]:
                             "value": r.value.decode(),
                             "key": r.key.decode() if r.key is not None else None,
                             "headers": {k: v.decode() for k, v in r.headers},
+                            "topic": r.topic,
                         }
                         for r in batch
                     ]
@@ -91,9 +95,28 @@ async def _conforms(beat: Beat, base: str, kafka: KafkaBroker, workdir: Path) ->
         if not verdict["ok"]:
             event = json.loads(record["value"])
             problems.append(f"{record['via']} {event.get('type')}: JS SDK: {verdict['error']}")
+    problems += await _match_asyncapi(base, records, workdir)
     assert not problems, "\n".join(problems[:40])
     assert len([r for r in records if r["via"] == "kafka"]) >= head
     return {json.loads(r["value"])["type"] for r in records}
+
+
+async def _match_asyncapi(base: str, records: list[Record], workdir: Path) -> list[str]:
+    """The beat's ``/asyncapi.json`` passes the official parser, and every record matches the
+    message of its type there (:mod:`tests.asyncapi.validators`)."""
+    async with httpx.AsyncClient() as http:
+        document = (await http.get(f"{base}/asyncapi.json")).json()
+    problems = [f"asyncapi.json: {e}" for e in parse_errors({"beat": document}, workdir)["beat"]]
+    checker = EventChecker(document)
+    for record in records:
+        problems += [f"{record['via']} {p}" for p in checker.problems(json.loads(record["value"]))]
+    kafka = {c["address"] for c in document["channels"].values() if "kafka" in str(c["servers"])}
+    problems += [f"topic {t} not in asyncapi.json" for t in _topics(records) - kafka]
+    return problems
+
+
+def _topics(records: list[Record]) -> set[str]:
+    return {r["topic"] for r in records if r["via"] == "kafka"}
 
 
 def _kafka_options(kafka: KafkaBroker) -> dict[str, Any]:

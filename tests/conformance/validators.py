@@ -15,7 +15,7 @@ schema, plus the CloudEvents type system, which neither of them checks fully.
   other kinds.
 
 A *record* is what a consumer receives: ``{"via": "sse"|"kafka", "value": str, "key": str |
-None, "headers": {name: str}}``.
+None, "headers": {name: str}}`` (Kafka records: also ``"topic"``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from cloudevents.core.bindings.kafka import KafkaMessage
 from cloudevents.core.bindings.kafka import from_structured as core_from_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.http import from_json as v1_from_json
+
+from tests.support import npm_ci
 
 __all__ = [
     "INT32",
@@ -55,13 +57,7 @@ _DATA = frozenset({"data", "data_base64"})
 
 def ensure_js_sdk() -> Path:
     """The JavaScript SDK's directory, installed with ``npm ci`` (the lock file) if missing."""
-    installed = JS_DIR / "node_modules" / "cloudevents"
-    if not installed.is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is not installed: the JavaScript SDK cannot be installed")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300)
-    return installed
+    return npm_ci(JS_DIR, "cloudevents")
 
 
 @cache

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from beats.ditto.normalize import MAX_DEPTH, WILDCARD_KEY, normalize, snapshot_event
 from common.envelope import CloudEvent
 from common.normalize import Rejected
+from tests.asyncapi.validators import assert_match
 from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -208,6 +209,7 @@ def test_malformed_messages_are_rejected(message: Any, reason: str) -> None:
 
 def check(message: Any, events: list[CloudEvent]) -> None:
     """What every produced event must satisfy, whatever the input."""
+    assert_match(events)
     for event in events:
         body = json.loads(event.to_json())
         assert body["type"].startswith("beats.ditto.")
@@ -338,6 +340,7 @@ def test_random_snapshots_never_raise_anything_but_rejected(thing: dict[str, Any
         event = snapshot_event(thing, source=SOURCE, observed_at=OBSERVED)
     except Rejected:
         return
+    assert_match([event])
     assert json.loads(event.to_json())["subject"] == thing["thingId"]
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from beats.fiware.normalize import Notification, normalize
 from common.normalize import Rejected
+from tests.asyncapi.validators import assert_match
 from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -264,6 +265,7 @@ def check_total(body: bytes, headers: dict[str, str]) -> None:
         reason = rejected.reason
         found = []
         assert reason, "a rejection always says why"
+    assert_match(found)
     for event in found:
         serialised = json.loads(event.to_json())
         assert serialised["partitionkey"] == event.subject or event.type == "beats.fiware.raw"

@@ -323,7 +323,7 @@ async def test_pages_show_each_token_only_what_it_may_see(stack: Stack) -> None:
         async def get(path: str, token: Token) -> httpx.Response:
             return await http.get(path, headers=_headers(token))
 
-        for path in ("/beats", "/metrics", "/docs", "/redoc", "/openapi.json"):
+        for path in ("/beats", "/metrics", "/docs", "/redoc", "/openapi.json", "/asyncapi.json"):
             assert (await get(path, NOBODY)).status_code == 401, path
             assert (await get(path, STRANGER)).status_code == 401, path
         assert (await get("/", NOBODY)).status_code == 200  # the dashboard page holds no data
@@ -333,6 +333,7 @@ async def test_pages_show_each_token_only_what_it_may_see(stack: Stack) -> None:
             assert (await get("/docs", token)).status_code == 200
             assert (await get("/redoc", token)).status_code == 200
             assert (await get("/openapi.json", token)).status_code == 200
+            assert (await get("/asyncapi.json", token)).status_code == 200
         admin = (await get("/beats", by_name["admin"])).json()["beats"][0]
         assert admin["url"] == stack.beat_base and "detail" in admin["checks"]["opencti"]
         whole = (await get("/beats", by_name["beat-green"])).json()["beats"][0]

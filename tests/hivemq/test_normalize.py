@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from beats.hivemq.normalize import MqttMessage, channel_for, normalize
 from common.normalize import Rejected
+from tests.asyncapi.validators import assert_match
 from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -109,6 +110,7 @@ def test_any_payload_is_normalised_or_rejected(
         (event,) = normalize(message(payload, **props), source="s", max_payload=256)
     except Rejected:
         return
+    assert_match([event])
     restored = json.loads(event.to_json())
     if "data_base64" in restored:
         assert base64.b64decode(restored["data_base64"]) == payload

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.asyncapi.validators import system_checker
 from tests.hostile.support import Input, Phase, Report, Served, Upstream
 
 __all__ = ["RSS_GROWTH_BOUND", "Contract", "Outcome", "judge", "same_json"]
@@ -203,6 +204,15 @@ class Contract:
         live = [(s.id, s.data) for s in phase.live]
         assert live == [(s.id, s.data) for s in phase.replay]
         assert [int(s.id) for s in phase.replay] == list(range(1, len(phase.replay) + 1))
+
+    def test_every_served_event_matches_its_asyncapi_message(self, report: Report) -> None:
+        """Whatever came in, what goes out is what docs/asyncapi.json says (its type's
+        message: the envelope, the extensions, the schema of its data)."""
+        for phase in (report.first, report.restarted):
+            events = [s.event for s in phase.replay if s.event is not None]
+            assert events, "no event served"
+            problems = system_checker().check(events)
+            assert not problems, "\n".join(problems[:20])
 
     def test_readyz_is_200_exactly_while_the_beat_can_commit(self, report: Report) -> None:
         for name, phase in (("first run", report.first), ("after restart", report.restarted)):

@@ -17,6 +17,7 @@ from beats.opencti.frames import Frame
 from beats.opencti.normalize import MAX_DEPTH, normalize
 from beats.opencti.stix import NEUTRAL, STANDARD_TLP_IDS, marking_level, marking_refs, tlp_of_refs
 from common.normalize import Rejected
+from tests.asyncapi.validators import assert_match
 from tests.support import fuzz_examples
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -230,6 +231,7 @@ def _check(frame: Frame) -> None:
         events = normalize(frame, source=SOURCE)
     except Rejected:
         return
+    assert_match(events)
     for event in events:
         assert json.loads(event.to_json())["subject"] == event.partitionkey
 

@@ -72,6 +72,7 @@ async def test_rows_carry_the_cloudevent_attributes(spark: Any, tmp_path: Path) 
     assert last["beat"] == "test" and last["partitionkey"] == "city/x"
     assert last["datacontenttype"] == "application/json"
     assert last["extensions"] == {
+        "dataschema": "urn:works-beats:schema:beats.test.special",
         "mqttqos": "1",
         "tlp": "amber",
         "mqttuserproperties": '[["a","1"]]',
