@@ -4,6 +4,10 @@ and no server error)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +21,10 @@ from schemathesis.checks import (
 )
 from schemathesis.config import NotAServerErrorConfig
 
-__all__ = ["CHECKS", "document", "load_schema"]
+from tests.processes import ServiceProcess
+from tests.support import free_port
+
+__all__ = ["CHECKS", "beat_gateway_and_emulator", "document", "load_schema"]
 
 CHECKS = [
     not_a_server_error,
@@ -47,3 +54,36 @@ def load_schema(base: str, headers: dict[str, str] | None = None) -> Any:
         expected_statuses=["2xx", "3xx", "4xx", "503"]
     )
     return schema
+
+
+@contextlib.contextmanager
+def beat_gateway_and_emulator(
+    workdir: Path, *, token: str, emulator: str
+) -> Iterator[tuple[ServiceProcess, ServiceProcess, ServiceProcess]]:
+    """A HiveMQ beat (its broker absent), the gateway in front of it with ``token`` (every
+    scope) and ``beats emulate <emulator>``, as subprocesses, started and stopped."""
+    tokens = workdir / "tokens.yaml"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    tokens.write_text(f'tokens:\n  - name: reader\n    sha256: {digest}\n    scopes: ["*"]\n')
+    beat = ServiceProcess(
+        ["run", "hivemq", "--data-dir", str(workdir / "hivemq"), "--log-level", "error",
+         "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"],
+        port=free_port(), log=workdir / "hivemq.log",
+    )  # fmt: skip
+    gateway = ServiceProcess(
+        ["run", "gateway", "--beat", f"hivemq={beat.base}", "--tokens-file", str(tokens),
+         "--log-level", "error"],
+        port=free_port(), log=workdir / "gateway.log",
+    )  # fmt: skip
+    upstream = ServiceProcess(
+        ["emulate", emulator, "--log-level", "error"], port=free_port(), log=workdir / "up.log"
+    )
+    started: list[ServiceProcess] = []
+    try:
+        for process in (beat, gateway, upstream):
+            process.start(ready=False)
+            started.append(process)
+        yield beat, gateway, upstream
+    finally:
+        for process in reversed(started):
+            process.stop()

@@ -6,7 +6,6 @@ emulator, as subprocesses."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,7 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import chromium, needs_chromium
-from tests.openapi_support import document
-from tests.processes import ServiceProcess
-from tests.support import free_port
+from tests.openapi_support import beat_gateway_and_emulator, document
 
 pytestmark = [needs_chromium, pytest.mark.slow]
 
@@ -28,31 +25,12 @@ REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     workdir: Path = tmp_path_factory.mktemp("docs")
-    tokens = workdir / "tokens.yaml"
-    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    tokens.write_text(f'tokens:\n  - name: reader\n    sha256: {digest}\n    scopes: ["*"]\n')
-    beat = ServiceProcess(
-        ["run", "hivemq", "--data-dir", str(workdir / "hivemq"), "--log-level", "error",
-         "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"],
-        port=free_port(), log=workdir / "hivemq.log",
-    )  # fmt: skip
-    gateway = ServiceProcess(
-        ["run", "gateway", "--beat", f"hivemq={beat.base}", "--tokens-file", str(tokens),
-         "--log-level", "error"],
-        port=free_port(), log=workdir / "gateway.log",
-    )  # fmt: skip
-    orion = ServiceProcess(
-        ["emulate", "orion", "--log-level", "error"], port=free_port(), log=workdir / "orion.log"
-    )
-    started: list[ServiceProcess] = []
-    try:
-        for process in (beat, gateway, orion):
-            process.start(ready=False)
-            started.append(process)
+    with beat_gateway_and_emulator(workdir, token=TOKEN, emulator="orion") as (
+        beat,
+        gateway,
+        orion,
+    ):
         yield {"beat": beat.base, "gateway": gateway.base, "orion": orion.base}
-    finally:
-        for process in reversed(started):
-            process.stop()
 
 
 def operations(base: str, headers: dict[str, str] | None) -> int:

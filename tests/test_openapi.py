@@ -13,7 +13,6 @@ emulator, whose ``/stream`` is SSE too.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,7 @@ import httpx
 import pytest
 from schemathesis.checks import not_a_server_error
 
-from tests.openapi_support import CHECKS, document, load_schema
-from tests.processes import ServiceProcess
-from tests.support import free_port
+from tests.openapi_support import CHECKS, beat_gateway_and_emulator, document, load_schema
 
 pytestmark = pytest.mark.slow
 
@@ -44,31 +41,12 @@ class Services:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     workdir: Path = tmp_path_factory.mktemp("openapi")
-    tokens = workdir / "tokens.yaml"
-    digest = hashlib.sha256(ADMIN.encode()).hexdigest()
-    tokens.write_text(f'tokens:\n  - name: admin\n    sha256: {digest}\n    scopes: ["*"]\n')
-    beat = ServiceProcess(
-        ["run", "hivemq", "--data-dir", str(workdir / "hivemq"), "--log-level", "error",
-         "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"],
-        port=free_port(), log=workdir / "hivemq.log",
-    )  # fmt: skip
-    gateway = ServiceProcess(
-        ["run", "gateway", "--beat", f"hivemq={beat.base}", "--tokens-file", str(tokens),
-         "--log-level", "error"],
-        port=free_port(), log=workdir / "gateway.log",
-    )  # fmt: skip
-    opencti = ServiceProcess(
-        ["emulate", "opencti", "--log-level", "error"], port=free_port(), log=workdir / "o.log"
-    )
-    started: list[ServiceProcess] = []
-    try:
-        for process in (beat, gateway, opencti):
-            process.start(ready=False)
-            started.append(process)
+    with beat_gateway_and_emulator(workdir, token=ADMIN, emulator="opencti") as (
+        beat,
+        gateway,
+        opencti,
+    ):
         yield Services(beat.base, gateway.base, opencti.base)
-    finally:
-        for process in reversed(started):
-            process.stop()
 
 
 def sse_operations(base: str, headers: dict[str, str] | None = None) -> set[str]:
