@@ -50,7 +50,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from common.eventlog import EventLog, StoredEvent
 from common.metrics import Metrics
-from common.settings import BeatSettings
+from common.settings import BeatSettings, KafkaClientSettings
 from common.supervise import Backoff
 
 __all__ = ["CONTENT_TYPE", "OVERSIZE_HEADER", "KafkaForwarder", "stand_in", "topic_name"]
@@ -102,7 +102,7 @@ def stand_in(event: StoredEvent, *, size: int, limit: int) -> bytes:
     return json.dumps(kept, separators=(",", ":")).encode()
 
 
-def client_options(settings: BeatSettings) -> dict[str, Any]:
+def client_options(settings: KafkaClientSettings) -> dict[str, Any]:
     """Connection and security options shared by the producer and the admin client."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,

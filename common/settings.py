@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "BeatSettings",
+    "KafkaClientSettings",
     "LogLevel",
     "ServiceSettings",
     "StrList",
@@ -181,7 +182,32 @@ class ServiceSettings(CommandSettings):
     )
 
 
-class BeatSettings(ServiceSettings):
+class KafkaClientSettings(ServiceSettings):
+    """Options of every service that talks to Kafka: where it is and how to connect."""
+
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers, comma-separated (unset: Kafka off)."
+    )
+    kafka_topic_prefix: str = Field("beats", description="Topics are <prefix>.<beat>.<channel>.")
+    kafka_timeout: float = Field(10.0, description="Bound, in seconds, on every Kafka call.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_sasl_password_file: Path | None = secret_file("kafka_sasl_password")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
+
+    @field_validator("kafka_bootstrap", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class BeatSettings(KafkaClientSettings):
     """Options of every beat: event log, SSE and Kafka."""
 
     data_dir: Path = Field(Path("data"), description="Directory of the event log.")
@@ -222,14 +248,9 @@ class BeatSettings(ServiceSettings):
     sse_send_timeout: float = Field(
         30.0, description="A client that does not take a write for this long is disconnected."
     )
-    kafka_bootstrap: str | None = Field(
-        None, description="Kafka bootstrap servers, comma-separated (unset: Kafka off)."
-    )
-    kafka_topic_prefix: str = Field("beats", description="Topics are <prefix>.<beat>.<channel>.")
     kafka_idempotence: bool = Field(
         True, description="Idempotent producer (acks=all). Turn off for brokers without it."
     )
-    kafka_timeout: float = Field(10.0, description="Bound, in seconds, on every Kafka call.")
     kafka_partitions: int = Field(1, ge=1, description="Partitions of topics the beat creates.")
     kafka_replication: int = Field(
         1, ge=1, description="Replication factor of topics the beat creates."
@@ -248,18 +269,3 @@ class BeatSettings(ServiceSettings):
         "(its attributes, no data, 'oversize' = its size), logged and counted; the full event "
         "stays on SSE.",
     )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol."
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="SASL mechanism."
-    )
-    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
-    kafka_sasl_password_file: Path | None = secret_file("kafka_sasl_password")
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
-
-    @field_validator("kafka_bootstrap", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value

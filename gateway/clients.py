@@ -12,7 +12,9 @@ Replay and hand-over (no gap, no duplicate), per subscription:
 2. The events between the client's ``Last-Event-ID`` and ``floor`` come from the upstream's
    ring when it still covers them, else from a dedicated, short-lived read from the beat with
    that ``Last-Event-ID`` (the beat replays from its log, and signals ``beats.gap`` itself if
-   retention dropped part of the range). The read stops at the first event past ``floor``.
+   retention dropped part of the range), or, in Kafka mode, from the partition
+   (:meth:`gateway.kafka.KafkaReader.replay`). The read stops at the first event past
+   ``floor``.
 3. Then, with no await in between, the held events are moved to the client's queue and the
    subscription goes live. Every event is sent only if its sequence is past ``last``.
 
@@ -50,7 +52,8 @@ from gateway.auth import Principal, tlp_allows
 from gateway.filters import Filter, matches
 from gateway.frames import Frame
 from gateway.metrics import GatewayMetrics
-from gateway.upstream import BeatError, Upstream, open_beat_stream
+from gateway.ring import RingStream
+from gateway.upstream import BeatError, StreamKey
 
 __all__ = ["CHUNK_BYTES", "ClientStream", "Subscription"]
 
@@ -65,7 +68,7 @@ _FAILED = b": the beat is unreachable, reconnect with Last-Event-ID to resume\nr
 class Subscription:
     """One client's view of one upstream (see the module docstring)."""
 
-    def __init__(self, client: ClientStream, label: str, upstream: Upstream) -> None:
+    def __init__(self, client: ClientStream, label: str, upstream: RingStream) -> None:
         self.client = client
         self.label = label
         self.upstream = upstream
@@ -145,8 +148,8 @@ class Subscription:
         ends the stream after some progress (this slow read overflowed its buffer there) is
         read again from where it stopped, as any client resumes; one that ends it with none
         fails the client."""
-        http, url, start = self.client.http, self.upstream.url, cursor
-        async with open_beat_stream(http, url, cursor) as frames:
+        start = cursor
+        async with self.upstream.replay(cursor) as frames:
             async for frame in frames:
                 if frame.gap is not None:
                     cursor = frame.gap.resumed_after
@@ -158,7 +161,7 @@ class Subscription:
                 if self.floor is not None and cursor >= self.floor:
                     return cursor
         if cursor == start:
-            raise BeatError(f"{url}: the beat ended the replay")
+            raise BeatError(f"{self.label}: the source ended the replay")
         _log.info("client replay of %s: the beat ended it at %d; resuming", self.label, cursor)
         return cursor
 
@@ -176,12 +179,13 @@ class Subscription:
 
 class ClientStream:
     """The frames one client receives (see the module docstring). ``merged``: the ``id:`` of
-    each message is the position vector ``label=seq;label=seq`` of every subscription."""
+    each message is the position vector ``label=seq;label=seq`` of every subscription, made
+    opaque by ``encode_id`` if given (Kafka mode). ``scope``: the streams the client asked for
+    (Kafka mode adds their new partitions to it)."""
 
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
         metrics: GatewayMetrics,
         queue_size: int,
         queue_bytes: int,
@@ -189,9 +193,12 @@ class ClientStream:
         filter: Filter | None,
         principal: Principal,
         on_close: Callable[[ClientStream], None],
+        scope: list[StreamKey] | None = None,
+        encode_id: Callable[[str], str] | None = None,
     ) -> None:
-        self.http = http
         self.metrics = metrics
+        self.scope = scope or []
+        self._encode_id = encode_id
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.merged = merged
@@ -209,12 +216,15 @@ class ClientStream:
         self._on_close = on_close
         self._released = False
 
-    def open(self, upstreams: Iterable[tuple[str, Upstream, int | None]]) -> None:
+    def open(self, upstreams: Iterable[tuple[str, RingStream, int | None]]) -> None:
         """Subscribe to each (label, upstream, resume position)."""
         for label, upstream, resume in upstreams:
-            subscription = Subscription(self, label, upstream)
-            self.subscriptions.append(subscription)
-            subscription.start(resume)
+            self.add(label, upstream, resume)
+
+    def add(self, label: str, upstream: RingStream, resume: int | None) -> None:
+        subscription = Subscription(self, label, upstream)
+        self.subscriptions.append(subscription)
+        subscription.start(resume)
 
     # -- filling the queue (upstreams and replays) -----------------------------------------------
 
@@ -319,7 +329,7 @@ class ClientStream:
         if subscription.last is not None and frame.seq <= subscription.last:
             return None
         subscription.last = frame.seq
-        if not self._visible(subscription, frame):
+        if not frame.type or not self._visible(subscription, frame):
             return None
         return frame.wire_with_id(self.position()) if self.merged else frame.wire()
 
@@ -360,7 +370,8 @@ class ClientStream:
 
     def position(self) -> str:
         """The merged stream's id: ``label=seq`` of every subscription with a position."""
-        return ";".join(f"{s.label}={s.last}" for s in self.subscriptions if s.last is not None)
+        text = ";".join(f"{s.label}={s.last}" for s in self.subscriptions if s.last is not None)
+        return text if self._encode_id is None else self._encode_id(text)
 
     def release(self) -> None:
         """Unsubscribe and give the stream slot back (idempotent)."""

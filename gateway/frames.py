@@ -47,6 +47,12 @@ class Frame:
             return None
         return cls(int(sse.id), sse.event, sse.data)
 
+    @classmethod
+    def marker(cls, seq: int) -> Frame:
+        """A position with no event (a record a replay skipped): moves a client past ``seq``
+        and is never sent."""
+        return cls(seq, "", "")
+
     @property
     def size(self) -> int:
         """The bytes this frame may hold, for the byte bounds: its text and its wire form

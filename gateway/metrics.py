@@ -78,5 +78,30 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.kafka_connected = Gauge(
+            p + "kafka_connected", "1 while the Kafka-mode consumer is connected", registry=r
+        )
+        self.kafka_reconnects = Counter(
+            p + "kafka_reconnects", "Kafka-mode consumer reconnects after a failure", registry=r
+        )
+        self.kafka_lag = Gauge(
+            p + "kafka_lag",
+            "Records of a topic's partitions with clients not yet read by this gateway",
+            ["topic"],
+            registry=r,
+        )
+        self.kafka_rejected = Counter(
+            p + "kafka_rejected",
+            "Kafka records skipped because they are not structured CloudEvents",
+            ["beat"],
+            registry=r,
+        )
+        self.kafka_duplicates = Counter(
+            p + "kafka_duplicates",
+            "Kafka records not sent because their CloudEvent id was just delivered",
+            ["beat"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,7 +30,7 @@ from gateway.upstream import StreamKey, stream_label
 if TYPE_CHECKING:
     from gateway.service import Gateway
 
-__all__ = ["DOCS_ASSETS", "gateway_router", "install_error_handlers", "parse_position"]
+__all__ = ["DOCS_ASSETS", "gateway_router", "install_error_handlers"]
 
 DOCS_ASSETS = "/static-offline-docs"
 """Where the gateway serves Swagger UI's and ReDoc's files (from the fastapi-offline package)."""
@@ -45,6 +46,7 @@ _BUSY = {
     "max_streams": "too many streams, retry later",
     "token_streams": "this token holds too many streams (--max-streams-per-token)",
     "upstreams": "too many upstream streams are open (--max-upstreams), retry later",
+    "kafka": "the gateway has not read the topics from Kafka yet, retry later",
 }
 
 LastId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -52,26 +54,6 @@ LastIdQuery = Annotated[
     str | None,
     Query(description="Resume after this position (0: everything the beats keep)."),
 ]
-
-
-def parse_position(raw: str | None, labels: list[str]) -> dict[str, int | None]:
-    """The merged stream's resume position: ``None`` (live), ``0`` (everything), or the vector
-    ``label=seq;label=seq`` it sent as ``id:``. Labels it does not name start live."""
-    positions: dict[str, int | None] = dict.fromkeys(labels)
-    if raw is None or raw.strip() == "":
-        return positions
-    if raw.strip() == "0":
-        return dict.fromkeys(labels, 0)
-    for part in raw.split(";"):
-        label, sep, value = part.strip().partition("=")
-        if not sep or not value.isdigit():
-            raise ValueError(
-                "the merged stream resumes from its own ids, label=seq;label=seq "
-                "(for example hivemq=17;fiware=42), or from 0"
-            )
-        if label in positions:
-            positions[label] = int(value)
-    return positions
 
 
 def install_error_handlers(app: FastAPI, gateway: Gateway) -> None:
@@ -167,13 +149,8 @@ def _health_routes(router: APIRouter, gateway: Gateway) -> None:
         """Ready when no beat is configured or at least one beat answered ready at the last
         poll (a gateway with some beats down still serves the others); says which are not
         (their errors, which name internal URLs, are in ``/beats`` for the admin scope)."""
-        beats = {
-            name: {"ready": s.ready, "reachable": s.reachable}
-            for name, s in gateway.poller.statuses.items()
-        }
-        ready = gateway.poller.ready and not gateway.stopping
-        body = {"ready": ready, "beats": beats, "streams": len(gateway.clients)}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        body = gateway.readiness()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     public = "/metrics" in gateway.settings.public_paths or gateway.auth.open
 
@@ -222,11 +199,10 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
             raise gateway.auth.forbid(principal, "any beat")
         raw = last_event_id_header or last_event_id
         try:
-            positions = parse_position(raw, [stream_label(k) for k in keys])
+            targets = gateway.resolve(keys, raw, None)
         except ValueError as exc:
-            raise HTTPException(400, str(exc)) from None
-        targets = [(key, positions[stream_label(key)]) for key in keys]
-        return _open(gateway, request, principal, targets, merged=True)
+            raise HTTPException(400, f"Last-Event-ID: {exc}") from None
+        return _open(gateway, request, principal, keys, targets, merged=True)
 
     @router.get(
         "/streams/{beat}",
@@ -236,7 +212,8 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         responses={200: sse_ok("Every channel of the beat"), **stream_errors(one_beat=True)},
         openapi_extra=FILTER_PARAMETERS,
         description="Every channel of one beat (SSE); ids are the beat's own sequences, "
-        "replay as on the beat. " + _FILTERS,
+        "replay as on the beat (a beat read from Kafka: opaque positions in its topics; "
+        "resume with one as Last-Event-ID, or with 0 for everything Kafka keeps). " + _FILTERS,
     )
     async def beat_stream(
         request: Request,
@@ -254,7 +231,8 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         responses={200: sse_ok("The channel's events"), **stream_errors(one_beat=True)},
         openapi_extra=FILTER_PARAMETERS,
         description="One channel of one beat (SSE); ids are the beat's own sequences, "
-        "replay as on the beat. " + _FILTERS,
+        "replay as on the beat (a beat read from Kafka: opaque positions in its topic). "
+        + _FILTERS,
     )
     async def channel_stream(
         request: Request,
@@ -287,17 +265,22 @@ def _single(
     if not principal.allows(beat, channel):
         raise gateway.auth.forbid(principal, stream_label(key))
     try:
-        resume = parse_last_event_id(header, query)
-    except ValueError:
-        raise HTTPException(400, "Last-Event-ID must be a non-negative integer") from None
-    return _open(gateway, request, principal, [(key, resume)], merged=False)
+        if gateway.in_kafka(beat):
+            targets = gateway.resolve([key], header or query or None, None)
+        else:
+            targets = gateway.resolve([key], None, parse_last_event_id(header, query))
+    except ValueError as exc:
+        detail = exc if gateway.in_kafka(beat) else "must be a non-negative integer"
+        raise HTTPException(400, f"Last-Event-ID: {detail}") from None
+    return _open(gateway, request, principal, [key], targets, merged=False)
 
 
 def _open(
     gateway: Gateway,
     request: Request,
     principal: Principal,
-    targets: list[tuple[StreamKey, int | None]],
+    keys: list[StreamKey],
+    targets: list[tuple[str, Hashable, int | None]],
     *,
     merged: bool,
 ) -> Response:
@@ -305,7 +288,7 @@ def _open(
         filter = parse_query(request.query_params.multi_items())
     except FilterError as exc:
         raise HTTPException(400, f"bad filter: {exc}") from None
-    client = gateway.open_client(principal, filter, targets, merged=merged)
+    client = gateway.open_client(principal, filter, keys, targets, merged=merged)
     if isinstance(client, str):
         retry = str(gateway.settings.retry_after)
         return JSONResponse(

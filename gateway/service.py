@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Hashable
 from typing import Any, cast
 
 import httpx
@@ -33,11 +34,14 @@ from common.supervise import supervise
 from gateway.auth import Authenticator, Principal, describe, load_tokens
 from gateway.clients import ClientStream
 from gateway.filters import Filter
+from gateway.kafka import KafkaPartition, KafkaReader, PartitionKey, partition_label
 from gateway.metrics import GatewayMetrics
+from gateway.positions import encode_position, parse_position
+from gateway.ring import RingStream
 from gateway.routes import DOCS_ASSETS, gateway_router, install_error_handlers
 from gateway.settings import GatewaySettings
 from gateway.status import StatusPoller, visible_report
-from gateway.upstream import StreamKey, UpstreamPool, stream_label
+from gateway.upstream import StreamKey, Upstream, UpstreamPool, stream_label
 
 __all__ = ["Gateway", "GatewaySettings", "build", "main"]
 
@@ -59,14 +63,16 @@ class Gateway:
             trust_env=False,
         )
         self.pool = UpstreamPool(
-            self.beats,
-            http=self.http,
-            ring_size=settings.ring_size,
-            ring_bytes=settings.ring_bytes,
-            linger=settings.upstream_linger,
-            metrics=self.metrics,
+            self._upstream, linger=settings.upstream_linger, metrics=self.metrics
         )
-        self.poller = StatusPoller(self.beats, http=self.http, interval=settings.status_interval)
+        self.kafka = (
+            KafkaReader(settings, metrics=self.metrics, on_new=self._partitions_found)
+            if settings.kafka_beats
+            else None
+        )
+        self.poller = StatusPoller(
+            settings.url_beats, http=self.http, interval=settings.status_interval
+        )
         self.clients: set[ClientStream] = set()
         self._per_token: dict[str, int] = {}
         self.stopping = False
@@ -122,11 +128,10 @@ class Gateway:
             Publisher(
                 name=name,
                 events=EVENTS.get(name, ()),
-                channels=tuple(sorted(status.channels or ())) if status else (),
+                channels=self._channels_of(name),
                 http=http,
             )
             for name in self.settings.beats
-            for status in [self.poller.statuses.get(name)]
         ]
         return gateway_document(beats, http=http)
 
@@ -140,9 +145,33 @@ class Gateway:
         if metrics and not principal.metrics:
             raise self.auth.forbid(principal, "/metrics (scope admin or metrics)")
 
+    def _channels_of(self, beat: str) -> tuple[str, ...]:
+        if self.kafka is not None and beat in self.kafka.topics:
+            return tuple(sorted(self.kafka.topics[beat]))
+        status = self.poller.statuses.get(beat)
+        return tuple(sorted(status.channels or ())) if status else ()
+
+    def _upstream(self, key: Hashable) -> RingStream:
+        """A new upstream: a Kafka partition for a (beat, channel, partition) key, else the
+        beat's SSE stream."""
+        size, ring_bytes = self.settings.ring_size, self.settings.ring_bytes
+        if self.kafka is not None and isinstance(key, tuple) and len(key) == 3:
+            return KafkaPartition(key, reader=self.kafka, ring_size=size, ring_bytes=ring_bytes)
+        beat, channel = cast(StreamKey, key)
+        return Upstream(
+            (beat, channel), self.settings.url_beats[beat], http=self.http, ring_size=size,
+            ring_bytes=ring_bytes, metrics=self.metrics,
+        )  # fmt: skip
+
+    def in_kafka(self, beat: str) -> bool:
+        return self.kafka is not None and self.settings.beats.get(beat, "") is None
+
     async def channel_known(self, beat: str, channel: str) -> bool | None:
         """Whether ``beat`` has ``channel`` (``None``: its channels are not known yet, the beat
-        has not answered). Asks the beat when the poller has not learned them yet."""
+        has not answered). Asks the beat when the poller has not learned them yet. In Kafka
+        mode: whether the channel's topic exists (``None`` until Kafka answered)."""
+        if self.kafka is not None and self.in_kafka(beat):
+            return self.kafka.channel_known(beat, channel)
         status = self.poller.statuses[beat]
         if not status.channels_known:
             await self.poller.poll(status)
@@ -163,42 +192,83 @@ class Gateway:
                 keys.extend((beat, channel) for channel in principal.channels(beat))
         return keys
 
+    def resolve(
+        self, keys: list[StreamKey], raw: str | None, resume: int | None
+    ) -> list[tuple[str, Hashable, int | None]]:
+        """The upstreams of the streams ``keys`` (label, key, resume position): one per
+        stream in URL mode, one per topic-partition in Kafka mode. ``raw``: the client's id
+        (:mod:`gateway.positions`; ``ValueError`` if bad), or ``resume`` for one URL stream."""
+        units: list[tuple[str, Hashable]] = []
+        for key in keys:
+            if self.kafka is not None and self.in_kafka(key[0]):
+                units += [(partition_label(p), p) for p in self.kafka.partitions_of(*key)]
+            else:
+                units.append((stream_label(key), key))
+        if raw is None:
+            return [(label, key, resume) for label, key in units]
+        partitions = frozenset(label for label, key in units if len(cast(tuple[Any], key)) == 3)
+        positions = parse_position(raw, [label for label, _ in units], partitions=partitions)
+        return [(label, key, positions[label]) for label, key in units]
+
     def open_client(
         self,
         principal: Principal,
         filter: Filter | None,
-        targets: list[tuple[StreamKey, int | None]],
+        keys: list[StreamKey],
+        targets: list[tuple[str, Hashable, int | None]],
         *,
         merged: bool,
     ) -> ClientStream | str:
-        """A subscribed client stream, or why not (the caps, each counted): ``max_streams``,
-        ``token_streams`` (``--max-streams-per-token``), ``upstreams`` (``--max-upstreams``)."""
-        refused = self._refusal(principal, [key for key, _ in targets])
+        """A client stream subscribed to ``targets`` (:meth:`resolve`) of the streams
+        ``keys``, or why not (the caps, each counted): ``max_streams``, ``token_streams``
+        (``--max-streams-per-token``), ``upstreams`` (``--max-upstreams``), ``kafka`` (a
+        Kafka-mode stream before the gateway could read the topics)."""
+        refused = self._refusal(principal, keys, [key for _, key, _ in targets])
         if refused is not None:
             self.metrics.refused.labels(refused).inc()
             if refused == "max_streams":
                 self.metrics.rejected.inc()
             return refused
+        kafka = [key for key in keys if self.in_kafka(key[0])]
         client = ClientStream(
-            http=self.http,
             metrics=self.metrics,
             queue_size=self.settings.client_queue_size,
             queue_bytes=self.settings.client_queue_bytes,
-            merged=merged,
+            merged=merged or bool(kafka),
             filter=filter,
             principal=principal,
             on_close=self._client_closed,
+            scope=kafka,
+            encode_id=encode_position if kafka else None,
         )
         self.clients.add(client)
         self._per_token[principal.name] = self._per_token.get(principal.name, 0) + 1
         self.metrics.clients.set(len(self.clients))
         self.metrics.connections.inc()
-        client.open((stream_label(key), self.pool.acquire(key), resume) for key, resume in targets)
+        client.open((label, self.pool.acquire(key), resume) for label, key, resume in targets)
         return client
 
-    def _refusal(self, principal: Principal, keys: list[StreamKey]) -> str | None:
+    def _partitions_found(self, new: list[PartitionKey]) -> None:
+        """Kafka mode: new topics or partitions join the clients that read them, from their
+        first offset (everything in them is newer than the client's position)."""
+        for client in list(self.clients):
+            for key in new:
+                if (key[0], None) not in client.scope and key[:2] not in client.scope:
+                    continue
+                if self.pool.get(key) is None and self.pool.count >= self.settings.max_upstreams:
+                    _log.warning("gateway: --max-upstreams reached, not reading %s", key)
+                    self.metrics.refused.labels("upstreams").inc()
+                    continue
+                client.add(partition_label(key), self.pool.acquire(key), -1)
+
+    def _refusal(
+        self, principal: Principal, streams: list[StreamKey], keys: list[Hashable]
+    ) -> str | None:
         if len(self.clients) >= self.settings.max_streams or self.stopping:
             return "max_streams"
+        waiting = self.kafka is not None and not self.kafka.metadata_known
+        if waiting and any(self.in_kafka(beat) for beat, _ in streams):
+            return "kafka"
         held = self._per_token.get(principal.name, 0)
         if not self.auth.open and held >= self.settings.max_streams_per_token:
             return "token_streams"
@@ -218,12 +288,33 @@ class Gateway:
                 self.pool.release(subscription.upstream)
             self.metrics.clients.set(len(self.clients))
 
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: ready when no beat is configured or at least one can be read (a beat
+        that answered ready at the last poll, or Kafka for the Kafka-mode beats)."""
+        beats = {
+            name: {"ready": s.ready, "reachable": s.reachable}
+            for name, s in self.poller.statuses.items()
+        }
+        body: dict[str, Any] = {"beats": beats, "streams": len(self.clients)}
+        ready = not self.settings.beats or any(s.ready for s in self.poller.statuses.values())
+        if self.kafka is not None:
+            kafka_ready = self.kafka.connected and self.kafka.metadata_known
+            for name in self.settings.kafka_beats:
+                beats[name] = {"ready": kafka_ready, "reachable": self.kafka.connected}
+            body["kafka"] = {"connected": self.kafka.connected, "error": self.kafka.error}
+            ready = ready or kafka_ready
+        return {"ready": ready and not self.stopping, **body}
+
     def beat_report(self, name: str, principal: Principal) -> dict[str, Any]:
         """``/beats`` for one beat, as much as ``principal`` may see (:func:`status.visible`)."""
-        report = self.poller.statuses[name].report()
+        if self.kafka is not None and self.in_kafka(name):
+            report = self.kafka.report(name)
+        else:
+            report = self.poller.statuses[name].report()
         report["gateway"] = [
             {
                 "stream": upstream.label,
+                "channel": upstream.channel,
                 "connected": upstream.connected,
                 "head": upstream.head,
                 "clients": upstream.refs,
@@ -264,7 +355,9 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self.pool.start(tasks)
-                pollers = [self._start_poller(tasks, name) for name in self.beats]
+                pollers = [self._start_poller(tasks, name) for name in self.poller.statuses]
+                if self.kafka is not None:
+                    pollers.append(self._start_reader(tasks, self.kafka))
                 http = tasks.create_task(serve_http(server, sock), name="gateway:http")
                 await wait_shutdown(shutdown, http)
                 await self._stop(server, http, pollers)
@@ -277,6 +370,12 @@ class Gateway:
         return tasks.create_task(
             supervise(f"status:{name}", lambda: self.poller.run(name), metrics=restarts),
             name=f"gateway:status:{name}",
+        )
+
+    def _start_reader(self, tasks: asyncio.TaskGroup, reader: KafkaReader) -> asyncio.Task[None]:
+        restarts = cast(Metrics, self.metrics)
+        return tasks.create_task(
+            supervise("kafka", reader.run, metrics=restarts), name="gateway:kafka"
         )
 
     async def _stop(

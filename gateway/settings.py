@@ -7,38 +7,52 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from common.settings import ServiceSettings, StrList, split_list
+from common.settings import KafkaClientSettings, StrList, split_list
 
 __all__ = ["GatewaySettings", "parse_beats"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
-def parse_beats(specs: list[str]) -> dict[str, str]:
-    """``["hivemq=http://127.0.0.1:8101", ...]`` → ``{"hivemq": "http://127.0.0.1:8101"}``."""
-    beats: dict[str, str] = {}
+def parse_beats(specs: list[str]) -> dict[str, str | None]:
+    """``["hivemq=http://127.0.0.1:8101", "fiware"]`` →
+    ``{"hivemq": "http://127.0.0.1:8101", "fiware": None}`` (``None``: read from Kafka)."""
+    beats: dict[str, str | None] = {}
     for spec in specs:
         name, sep, url = spec.partition("=")
         name, url = name.strip(), url.strip().rstrip("/")
-        if not sep or not _NAME.match(name):
-            raise ValueError(f"--beat must be NAME=URL with a lower-case name, got {spec!r}")
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise ValueError(f"--beat {name}: the URL must be http(s)://host:port, got {url!r}")
+        if not _NAME.match(name):
+            raise ValueError(
+                f"--beat must be NAME or NAME=URL with a lower-case name, got {spec!r}"
+            )
         if name in beats:
             raise ValueError(f"--beat {name} is given twice")
+        if not sep:
+            beats[name] = None
+            continue
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValueError(f"--beat {name}: the URL must be http(s)://host:port, got {url!r}")
         beats[name] = url
     return beats
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(KafkaClientSettings):
     """Front the beats: SSE fan-out with replay and filters, auth, status, dashboard."""
 
     port: int = Field(8080, description="HTTP port.")
     beat: StrList = Field(
         default_factory=list,
-        description="NAME=URL of a beat to front, repeatable (e.g. hivemq=http://127.0.0.1:8101).",
+        description="A beat to front, repeatable: NAME=URL reads its SSE stream (e.g. "
+        "hivemq=http://127.0.0.1:8101); NAME alone reads its Kafka topics "
+        "<--kafka-topic-prefix>.NAME.* (Kafka mode, needs --kafka-bootstrap).",
+    )
+    dedupe_window: int = Field(
+        4096,
+        ge=0,
+        description="Kafka mode: CloudEvent ids remembered per partition; an event whose id is "
+        "among them is a redelivery and is not sent again (0: no deduplication).",
     )
     tokens_file: Path | None = Field(
         None,
@@ -137,7 +151,24 @@ class GatewaySettings(ServiceSettings):
         parse_beats(value)
         return value
 
+    @model_validator(mode="after")
+    def _kafka_for_topics(self) -> GatewaySettings:
+        topics = [name for name, url in self.beats.items() if url is None]
+        if topics and not self.kafka_bootstrap:
+            raise ValueError(
+                f"--beat {topics[0]} without a URL is read from Kafka: give --kafka-bootstrap"
+            )
+        return self
+
     @property
-    def beats(self) -> dict[str, str]:
-        """The fronted beats, name → base URL."""
+    def beats(self) -> dict[str, str | None]:
+        """The fronted beats, name → base URL (``None``: read from its Kafka topics)."""
         return parse_beats(self.beat)
+
+    @property
+    def url_beats(self) -> dict[str, str]:
+        return {name: url for name, url in self.beats.items() if url is not None}
+
+    @property
+    def kafka_beats(self) -> list[str]:
+        return [name for name, url in self.beats.items() if url is None]

@@ -173,7 +173,6 @@ def visible_report(
         shown["kafka"] = None if kafka is None else {k: kafka.get(k) for k in ("connected", "lag")}
         return {**shown, "checks": checks}
     rates = {c: r for c, r in report["rates"].items() if c in channels}
-    labels = {f"{report['name']}/{c}" for c in channels}
     return {
         "name": report["name"],
         "reachable": report["reachable"],
@@ -183,5 +182,5 @@ def visible_report(
         "rates": rates,
         "channels": channels,
         "updated": report["updated"],
-        "gateway": [s for s in report["gateway"] if s["stream"] in labels],
+        "gateway": [s for s in report["gateway"] if s["channel"] in channels],
     }

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from common.sse import parse_last_event_id
 from gateway.filters import matches, parse_filter_json, parse_query
-from gateway.routes import parse_position
+from gateway.positions import parse_position
 from tests.support import fuzz_examples
 
 pytestmark = pytest.mark.fuzz

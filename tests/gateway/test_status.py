@@ -19,11 +19,17 @@ def test_beat_option_parsing() -> None:
         "hivemq": "http://127.0.0.1:8101",
         "ditto": "https://d:1",
     }
-    for bad in (["nourl"], ["Hive=http://x:1"], ["a=ftp://x"], ["a=http://x:1", "a=http://y:1"]):
+    for bad in (["Hive=http://x:1"], ["a=ftp://x"], ["a=http://x:1", "a=http://y:1"], ["a", "a"]):
         with pytest.raises(ValueError, match="--beat"):
             parse_beats(bad)
     settings = GatewaySettings(beat="a=http://x:1,b=http://y:2")
     assert settings.beats == {"a": "http://x:1", "b": "http://y:2"} and settings.port == 8080
+    # a beat named alone is read from its Kafka topics, which needs --kafka-bootstrap
+    assert parse_beats(["fiware"]) == {"fiware": None}
+    with pytest.raises(ValueError, match="--kafka-bootstrap"):
+        GatewaySettings(beat="a=http://x:1,fiware")
+    mixed = GatewaySettings(beat="a=http://x:1,fiware", kafka_bootstrap="k:9092")
+    assert mixed.url_beats == {"a": "http://x:1"} and mixed.kafka_beats == ["fiware"]
 
 
 def test_parse_metrics_of_a_beat() -> None:

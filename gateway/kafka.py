@@ -1,0 +1,456 @@
+"""Kafka mode: a beat named without a URL (``--beat fiware``) is read from its Kafka topics.
+
+Every beat's Kafka forwarder produces each event to ``<prefix>.<beat>.<channel>`` (key: the
+event's ``partitionkey``, value: the structured CloudEvent). In Kafka mode the gateway reads
+those topics instead of the beat's SSE stream, so replicas of the gateway are stateless and
+interchangeable, and the history a client can replay is whatever Kafka retains.
+
+* **Upstreams are topic-partitions** (:class:`KafkaPartition`); positions are Kafka offsets.
+  A client of ``/streams/{beat}`` subscribes to every partition of every topic of the beat,
+  one of ``/streams/{beat}/{channel}`` to every partition of one topic. Order holds within a
+  partition, that is per ``partitionkey``; nothing orders events of different partitions.
+* **One consumer per gateway** (:class:`KafkaReader`), in no consumer group: it assigns itself
+  every partition that has clients and seeks each to the position after its ``head``. A new
+  partition starts at the end (live). Every ``--status-interval`` it reads the topics'
+  metadata and end offsets: new topics and partitions of a beat are added to the clients
+  that read the whole beat (or that channel), from their first offset.
+* **Replays** that the ring does not cover are read by a dedicated, short-lived consumer
+  (:meth:`KafkaReader.replay`). A position older than the oldest retained offset gives a
+  ``beats.gap`` (reason ``retention``) and resumes from the oldest; one past the end (the
+  topic was recreated) a gap with reason ``reset``.
+* **At least once in, once out**: Kafka redelivers (a beat's producer retried, a beat resent
+  after a crash). A partition upstream remembers the CloudEvent ids of its last
+  ``--dedupe-window`` events and drops an event whose id it has just seen (counted in
+  ``beats_gateway_kafka_duplicates_total``); a replay reader keeps a window of its own.
+  A record that is not a CloudEvent is skipped, logged and counted
+  (``beats_gateway_kafka_rejected_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+
+from common.kafka import client_options
+from common.supervise import Backoff
+from gateway.frames import GAP_EVENT, Frame, Gap
+from gateway.metrics import GatewayMetrics
+from gateway.ring import RingStream
+from gateway.settings import GatewaySettings
+
+__all__ = [
+    "KafkaPartition",
+    "KafkaReader",
+    "PartitionKey",
+    "partition_label",
+]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+PartitionKey = tuple[str, str, int]
+"""(beat, channel, partition)."""
+
+_POLL_MS = 500
+_MAX_RECORDS = 2000
+
+
+def partition_label(key: PartitionKey) -> str:
+    beat, channel, partition = key
+    return f"{beat}/{channel}:{partition}"
+
+
+def record_frame(record: ConsumerRecord[bytes, bytes]) -> Frame | None:
+    """The frame of a record holding a structured CloudEvent (``None`` for anything else)."""
+    try:
+        text = (record.value or b"").decode()
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None
+    frame = Frame(record.offset, event["type"], text)
+    frame._event = event
+    return frame
+
+
+def gap_frame(label: str, requested: int, resumed_after: int, reason: str) -> Frame:
+    gap = Gap(requested, resumed_after, reason)
+    body = {"stream": label, "requested": requested, "resumed_after": resumed_after,
+            "reason": reason}  # fmt: skip
+    return Frame(None, GAP_EVENT, json.dumps(body), gap)
+
+
+class RecentIds:
+    """The CloudEvent ids of the last ``size`` events (``size`` 0: remembers nothing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[str] = deque()
+        self._seen: set[str] = set()
+
+    def seen(self, frame: Frame) -> bool:
+        """Whether ``frame``'s id is among the recent ones; remembers it if not."""
+        if self.size == 0:
+            return False
+        event_id = frame.event().get("id")
+        if not isinstance(event_id, str):
+            return False
+        if event_id in self._seen:
+            return True
+        self._order.append(event_id)
+        self._seen.add(event_id)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return False
+
+
+class KafkaPartition(RingStream):
+    """One topic-partition of a beat, shared by every client that reads it."""
+
+    def __init__(
+        self, key: PartitionKey, *, reader: KafkaReader, ring_size: int, ring_bytes: int
+    ) -> None:
+        super().__init__(key, beat=key[0], ring_size=ring_size, ring_bytes=ring_bytes)
+        self.channel = key[1]
+        self.label = partition_label(key)
+        self.tp = TopicPartition(reader.topic(key[0], key[1]), key[2])
+        self.recent = RecentIds(reader.dedupe_window)
+        self._reader = reader
+
+    async def run(self) -> None:
+        """Be read by the gateway's consumer until the pool closes this upstream."""
+        self._reader.add(self)
+        try:
+            await asyncio.Future()
+        finally:
+            self._reader.remove(self)
+
+    def replay(self, after: int) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Frame]]:
+        return self._reader.replay(self, after)
+
+    def take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        frame = self._reader.checked(self, record, self.recent)
+        if frame is not None and self.receive(frame):
+            self._reader.metrics.upstream_events.labels(self.beat).inc()
+
+
+@dataclass
+class TopicStats:
+    """What ``/beats`` shows of one topic: partitions, offsets and the produce rate."""
+
+    partitions: int
+    end: int = 0
+    rate: float = 0.0
+    _previous: tuple[float, int] | None = field(default=None, repr=False)
+
+    def update(self, end: int, now: float) -> None:
+        if self._previous is not None and now > self._previous[0]:
+            self.rate = max(0, end - self._previous[1]) / (now - self._previous[0])
+        self._previous = (now, end)
+        self.end = end
+
+
+class KafkaReader:
+    """The gateway's consumer of the Kafka-mode beats' topics (see the module docstring).
+    ``on_new``: called with the partitions found since the previous metadata refresh."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        metrics: GatewayMetrics,
+        on_new: Callable[[list[PartitionKey]], None],
+    ) -> None:
+        self.prefix = settings.kafka_topic_prefix
+        self.beats = settings.kafka_beats
+        self.dedupe_window = settings.dedupe_window
+        self.interval = settings.status_interval
+        self.timeout = settings.kafka_timeout
+        self.metrics = metrics
+        self.options: dict[str, Any] = {
+            **client_options(settings),
+            "enable_auto_commit": False,
+            "auto_offset_reset": "none",
+        }
+        self.topics: dict[str, dict[str, TopicStats]] = {beat: {} for beat in self.beats}
+        """beat → channel → its topic's figures, as of the last metadata refresh."""
+        self.connected = False
+        self.metadata_known = False
+        self.error: str | None = None
+        self.updated: float | None = None
+        self._on_new = on_new
+        self._partitions: dict[TopicPartition, KafkaPartition] = {}
+        self._ends: dict[TopicPartition, int] = {}
+        self._changed = asyncio.Event()
+
+    # -- topics --------------------------------------------------------------------------------
+
+    def topic(self, beat: str, channel: str) -> str:
+        return f"{self.prefix}.{beat}.{channel}"
+
+    def parse_topic(self, topic: str) -> tuple[str, str] | None:
+        """(beat, channel) of one of the Kafka-mode beats' topics, else ``None``."""
+        head = self.prefix + "."
+        rest = topic[len(head) :] if topic.startswith(head) else ""
+        for beat in self.beats:
+            if rest.startswith(beat + ".") and len(rest) > len(beat) + 1:
+                return beat, rest[len(beat) + 1 :]
+        return None
+
+    def partitions_of(self, beat: str, channel: str | None) -> list[PartitionKey]:
+        """Every known partition of the beat's topics (``channel`` None) or of one topic."""
+        stats = self.topics.get(beat, {})
+        names = sorted(stats) if channel is None else [c for c in (channel,) if c in stats]
+        return [(beat, name, p) for name in names for p in range(stats[name].partitions)]
+
+    def channel_known(self, beat: str, channel: str) -> bool | None:
+        if not self.metadata_known:
+            return None
+        return channel in self.topics.get(beat, {})
+
+    # -- partitions with clients ---------------------------------------------------------------
+
+    def add(self, partition: KafkaPartition) -> None:
+        self._partitions[partition.tp] = partition
+        self._changed.set()
+
+    def remove(self, partition: KafkaPartition) -> None:
+        if self._partitions.get(partition.tp) is partition:
+            del self._partitions[partition.tp]
+            self._changed.set()
+
+    def checked(
+        self, partition: KafkaPartition, record: ConsumerRecord[bytes, bytes], recent: RecentIds
+    ) -> Frame | None:
+        """The frame of ``record``, or ``None`` (counted) for a duplicate or a foreign record."""
+        frame = record_frame(record)
+        if frame is None:
+            self.metrics.kafka_rejected.labels(partition.beat).inc()
+            _log.warning(
+                "kafka %s offset %d: not a structured CloudEvent; skipped",
+                partition.label, record.offset,
+            )  # fmt: skip
+        elif recent.seen(frame):
+            self.metrics.kafka_duplicates.labels(partition.beat).inc()
+            frame = None
+        return frame
+
+    # -- the consumer --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read forever; a lost connection is logged, counted and reopened after a backoff."""
+        backoff = Backoff(min_delay=0.2, max_delay=5.0)
+        while True:
+            consumer = AIOKafkaConsumer(**self.options)
+            try:
+                await self._bounded(consumer.start())
+                await self._consume(consumer, backoff)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self._lost(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._bounded(consumer.stop())
+            self.metrics.kafka_reconnects.inc()
+            await asyncio.sleep(backoff.next())
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.connected or self.error is None:
+            _log.warning("kafka: %s; reconnecting", exc or type(exc).__name__)
+        self.connected = False
+        self.error = str(exc) or type(exc).__name__
+        self.metrics.kafka_connected.set(0)
+        for partition in self._partitions.values():
+            partition.connected = False
+        self._changed.set()  # reassign and seek on the next connection
+
+    async def _consume(self, consumer: AIOKafkaConsumer, backoff: Backoff) -> None:
+        loop = asyncio.get_running_loop()
+        next_refresh = 0.0
+        while True:
+            if loop.time() >= next_refresh:
+                await self._refresh(consumer)
+                backoff.reset()
+                next_refresh = loop.time() + self.interval
+            if self._changed.is_set():
+                self._changed.clear()
+                await self._assign(consumer)
+            if not consumer.assignment():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), next_refresh - loop.time())
+                continue
+            try:
+                batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
+            except OffsetOutOfRangeError:
+                await self._out_of_range(consumer)
+                continue
+            for tp, records in batches.items():
+                partition = self._partitions.get(tp)
+                for record in records if partition is not None else ():
+                    partition.take(record)  # type: ignore[union-attr]
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every partition with clients, each from the position after its head (a new
+        one from its end: live)."""
+        wanted = dict(self._partitions)
+        consumer.assign(list(wanted))
+        fresh = [tp for tp, partition in wanted.items() if partition.head is None]
+        if fresh:
+            ends = await self._bounded(consumer.end_offsets(fresh))
+            for tp in fresh:
+                wanted[tp].set_head(ends[tp] - 1)
+        for tp, partition in wanted.items():
+            assert partition.head is not None
+            consumer.seek(tp, partition.head + 1)
+            partition.connected = True
+
+    async def _out_of_range(self, consumer: AIOKafkaConsumer) -> None:
+        """Retention removed what a partition was about to read (or the topic was recreated):
+        every assigned partition outside its range gets a gap and resumes from its oldest."""
+        tps = list(consumer.assignment())
+        begins = await self._bounded(consumer.beginning_offsets(tps))
+        ends = await self._bounded(consumer.end_offsets(tps))
+        for tp in tps:
+            partition = self._partitions.get(tp)
+            if partition is None or partition.head is None:
+                continue
+            after = partition.head
+            if begins[tp] <= after + 1 <= ends[tp]:
+                continue
+            reason = "retention" if after + 1 < begins[tp] else "reset"
+            partition.receive(gap_frame(partition.label, after, begins[tp] - 1, reason))
+            consumer.seek(tp, begins[tp])
+
+    async def _refresh(self, consumer: AIOKafkaConsumer) -> None:
+        """Read the topics, their partitions and end offsets (figures for ``/beats``)."""
+        found: dict[tuple[str, str], int] = {}
+        for topic in await self._bounded(consumer.topics()):
+            parsed = self.parse_topic(topic)
+            partitions = consumer.partitions_for_topic(topic) if parsed else None
+            if parsed and partitions:
+                found[parsed] = len(partitions)
+        tps = [TopicPartition(self.topic(*key), p) for key, n in found.items() for p in range(n)]
+        self._ends = await self._bounded(consumer.end_offsets(tps)) if tps else {}
+        new = self._learn(found)
+        self.connected, self.metadata_known, self.error = True, True, None
+        self.updated = time.time()
+        self.metrics.kafka_connected.set(1)
+        for partition in self._partitions.values():
+            partition.connected = partition.tp in consumer.assignment()
+        if new:
+            _log.info("kafka: %d new partitions: %s", len(new), sorted(map(partition_label, new)))
+            self._on_new(new)
+
+    def _learn(self, found: dict[tuple[str, str], int]) -> list[PartitionKey]:
+        now = asyncio.get_running_loop().time()
+        new: list[PartitionKey] = []
+        for (beat, channel), count in found.items():
+            stats = self.topics[beat].get(channel)
+            before = stats.partitions if stats else (0 if self.metadata_known else count)
+            if stats is None:
+                stats = self.topics[beat][channel] = TopicStats(count)
+            stats.partitions = max(count, stats.partitions)
+            new.extend((beat, channel, p) for p in range(before, count))
+            topic = self.topic(beat, channel)
+            ends = (self._ends.get(TopicPartition(topic, p), 0) for p in range(count))
+            stats.update(sum(ends), now)
+            self.metrics.kafka_lag.labels(topic).set(self.lag(beat, channel))
+        return new
+
+    def lag(self, beat: str, channel: str) -> int:
+        """Events in the topic's partitions with clients that this gateway has not read."""
+        topic = self.topic(beat, channel)
+        return sum(
+            max(0, self._ends.get(tp, 0) - 1 - partition.head)
+            for tp, partition in self._partitions.items()
+            if tp.topic == topic and partition.head is not None
+        )
+
+    async def _bounded(self, call: Awaitable[_T]) -> _T:
+        return await asyncio.wait_for(call, self.timeout)
+
+    # -- replays -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def replay(
+        self, partition: KafkaPartition, after: int
+    ) -> AsyncIterator[AsyncIterator[Frame]]:
+        """A dedicated consumer of one partition from the position after ``after`` (see the
+        module docstring); Kafka errors are raised as :class:`~gateway.upstream.BeatError`."""
+        from gateway.upstream import BeatError
+
+        consumer = AIOKafkaConsumer(**self.options)
+        try:
+            await self._bounded(consumer.start())
+            consumer.assign([partition.tp])
+            begin = (await self._bounded(consumer.beginning_offsets([partition.tp])))[partition.tp]
+            end = (await self._bounded(consumer.end_offsets([partition.tp])))[partition.tp]
+            yield self._replayed(consumer, partition, after, range(begin, end + 1))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BeatError(f"kafka {partition.label}: {exc or type(exc).__name__}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await self._bounded(consumer.stop())
+
+    async def _replayed(
+        self, consumer: AIOKafkaConsumer, partition: KafkaPartition, after: int, held: range
+    ) -> AsyncIterator[Frame]:
+        """``held``: the positions the partition can be read from (oldest to end)."""
+        start = after + 1
+        if start not in held:
+            reason = "retention" if start < held.start else "reset"
+            resume = held.start if reason == "retention" else held.stop - 1
+            if after >= 0 or reason == "reset":
+                yield gap_frame(partition.label, after, resume - 1, reason)
+            start = resume
+        consumer.seek(partition.tp, start)
+        recent = RecentIds(self.dedupe_window)
+        while True:
+            batch = await consumer.getmany(
+                partition.tp, timeout_ms=_POLL_MS, max_records=_MAX_RECORDS
+            )
+            for record in batch.get(partition.tp, ()):
+                frame = self.checked(partition, record, recent)
+                yield frame if frame is not None else Frame.marker(record.offset)
+
+    def report(self, beat: str) -> dict[str, Any]:
+        """``/beats`` for a beat read from Kafka, in the shape of a polled beat's report."""
+        stats = self.topics.get(beat, {})
+        topics = {
+            self.topic(beat, channel): {
+                "partitions": s.partitions,
+                "end": s.end,
+                "rate": round(s.rate, 3),
+                "lag": self.lag(beat, channel),
+            }
+            for channel, s in stats.items()
+        }
+        return {
+            "name": beat,
+            "url": None,
+            "reachable": self.connected,
+            "ready": self.connected and self.metadata_known,
+            "checks": {"kafka": {"ok": self.connected, "detail": self.error or "connected"}},
+            "log": {},
+            "rate": round(sum(s.rate for s in stats.values()), 3),
+            "rates": {channel: round(s.rate, 3) for channel, s in stats.items()},
+            "events": sum(s.end for s in stats.values()),
+            "kafka": {
+                "connected": self.connected,
+                "lag": sum(t["lag"] for t in topics.values()),
+                "topics": topics,
+            },
+            "subscribers": 0,
+            "error": self.error,
+            "updated": self.updated,
+        }

@@ -1,0 +1,78 @@
+"""Where a client resumes: the ids the gateway gives its SSE messages, and their parsing.
+
+* A stream of one beat in URL mode: the beat's own sequence (``17``).
+* ``/streams`` (merged): the position vector ``label=seq;label=seq``, one entry per upstream
+  (label: the beat, or ``beat/channel`` for a token scoped to channels).
+* Any stream read from Kafka: the same vector over topic-partitions
+  (``beat/channel:partition=offset``), made compact and opaque: ``k`` + raw deflate +
+  base64url (:func:`encode_position`). Clients only hand it back as ``Last-Event-ID``; any
+  gateway replica reading the same Kafka cluster understands it.
+
+``0`` means everything still kept: from the beat's oldest event, or each partition's oldest
+retained offset (``-1``, "after nothing", for a partition).
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+
+__all__ = ["decode_position", "encode_position", "parse_position"]
+
+_MAX_TEXT = 1 << 16
+_VECTOR_HELP = (
+    "resume from this stream's own ids (label=seq;label=seq, for example hivemq=17;fiware=42, "
+    "or the opaque id of a Kafka-mode stream), or from 0"
+)
+
+
+def encode_position(text: str) -> str:
+    """A position vector as an opaque, compact SSE id (``k`` + raw deflate + base64url)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    raw = packer.compress(text.encode()) + packer.flush()
+    return "k" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_position(raw: str) -> str:
+    """The text of an id made by :func:`encode_position` (``ValueError`` if it is not one)."""
+    body = raw[1:] + "=" * (-len(raw[1:]) % 4)
+    try:
+        unpacker = zlib.decompressobj(-15)
+        text = unpacker.decompress(base64.urlsafe_b64decode(body.encode()), _MAX_TEXT)
+        if unpacker.unconsumed_tail or not unpacker.eof:
+            raise ValueError("truncated or too long")
+        return text.decode()
+    except (zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not a position this gateway made ({exc})") from None
+
+
+def parse_position(
+    raw: str | None, labels: list[str], *, partitions: frozenset[str] = frozenset()
+) -> dict[str, int | None]:
+    """Each label's resume position from the client's id ``raw``: ``None`` (live) for every
+    label when there is none; for ``0`` and for the labels a vector does not name, the start
+    of what is kept: ``0`` for a beat, ``-1`` for a Kafka partition (in ``partitions``) —
+    a partition a client's id does not name is newer than the client's position. A URL-mode
+    label the vector does not name starts live."""
+    positions: dict[str, int | None] = dict.fromkeys(labels)
+    if raw is None or raw.strip() == "":
+        return positions
+    oldest = {label: (-1 if label in partitions else 0) for label in labels}
+    if raw.strip() == "0":
+        return {**oldest}
+    text = decode_position(raw) if raw.startswith("k") and "=" not in raw else raw
+    named = _vector(text)
+    return {
+        label: named.get(label, oldest[label] if label in partitions else None) for label in labels
+    }
+
+
+def _vector(text: str) -> dict[str, int]:
+    named: dict[str, int] = {}
+    for part in text.split(";"):
+        label, sep, value = part.strip().rpartition("=")
+        digits = value[1:] if value.startswith("-") else value
+        if not sep or not label or not digits.isdigit() or int(value) < -1:
+            raise ValueError(_VECTOR_HELP)
+        named[label] = int(value)
+    return named
