@@ -112,9 +112,16 @@ class BeatState(BaseModel):
     reachable: bool
 
 
+class KafkaState(BaseModel):
+    connected: bool
+    error: str | None
+
+
 class GatewayReadiness(BaseModel):
-    """The body of the gateway's ``/readyz``, 200 or 503 alike."""
+    """The body of the gateway's ``/readyz``, 200 or 503 alike (``kafka``: with beats read
+    from Kafka)."""
 
     ready: bool
     beats: dict[str, BeatState]
     streams: int
+    kafka: KafkaState | None = None

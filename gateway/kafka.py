@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from common.kafka import client_options
@@ -178,6 +179,7 @@ class KafkaReader:
         self.interval = settings.status_interval
         self.timeout = settings.kafka_timeout
         self.metrics = metrics
+        self.settings = settings
         self.options: dict[str, Any] = {
             **client_options(settings),
             "enable_auto_commit": False,
@@ -253,14 +255,18 @@ class KafkaReader:
         backoff = Backoff(min_delay=0.2, max_delay=5.0)
         while True:
             consumer = AIOKafkaConsumer(**self.options)
+            admin = AIOKafkaAdminClient(**client_options(self.settings))
             try:
                 await self._bounded(consumer.start())
-                await self._consume(consumer, backoff)
+                await self._bounded(admin.start())
+                await self._consume(consumer, admin, backoff)
             except (KafkaError, OSError, TimeoutError) as exc:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(Exception):
                     await self._bounded(consumer.stop())
+                with contextlib.suppress(Exception):
+                    await self._bounded(admin.close())
             self.metrics.kafka_reconnects.inc()
             await asyncio.sleep(backoff.next())
 
@@ -274,12 +280,14 @@ class KafkaReader:
             partition.connected = False
         self._changed.set()  # reassign and seek on the next connection
 
-    async def _consume(self, consumer: AIOKafkaConsumer, backoff: Backoff) -> None:
+    async def _consume(
+        self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, backoff: Backoff
+    ) -> None:
         loop = asyncio.get_running_loop()
         next_refresh = 0.0
         while True:
             if loop.time() >= next_refresh:
-                await self._refresh(consumer)
+                await self._refresh(consumer, admin)
                 backoff.reset()
                 next_refresh = loop.time() + self.interval
             if self._changed.is_set():
@@ -316,28 +324,27 @@ class KafkaReader:
 
     async def _out_of_range(self, consumer: AIOKafkaConsumer) -> None:
         """Retention removed what a partition was about to read (or the topic was recreated):
-        every assigned partition outside its range gets a gap and resumes from its oldest."""
-        tps = list(consumer.assignment())
-        begins = await self._bounded(consumer.beginning_offsets(tps))
-        ends = await self._bounded(consumer.end_offsets(tps))
-        for tp in tps:
+        every assigned partition outside what Kafka holds gets a gap and resumes from its
+        oldest offset."""
+        for tp in list(consumer.assignment()):
             partition = self._partitions.get(tp)
             if partition is None or partition.head is None:
                 continue
-            after = partition.head
-            if begins[tp] <= after + 1 <= ends[tp]:
+            held, after = await self._held(consumer, tp), partition.head
+            if held.start <= after + 1 <= held.stop:
                 continue
-            reason = "retention" if after + 1 < begins[tp] else "reset"
-            partition.receive(gap_frame(partition.label, after, begins[tp] - 1, reason))
-            consumer.seek(tp, begins[tp])
+            reason = "retention" if after + 1 < held.start else "reset"
+            partition.receive(gap_frame(partition.label, after, held.start - 1, reason))
+            consumer.seek(tp, held.start)
 
-    async def _refresh(self, consumer: AIOKafkaConsumer) -> None:
+    async def _refresh(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
         """Read the topics, their partitions and end offsets (figures for ``/beats``)."""
         found: dict[tuple[str, str], int] = {}
-        for topic in await self._bounded(consumer.topics()):
-            parsed = self.parse_topic(topic)
-            partitions = consumer.partitions_for_topic(topic) if parsed else None
-            if parsed and partitions:
+        names = [t for t in await self._bounded(admin.list_topics()) if self.parse_topic(t)]
+        for topic in await self._bounded(admin.describe_topics(names)) if names else ():
+            parsed = self.parse_topic(str(topic.get("topic")))
+            partitions = topic.get("partitions") or []
+            if parsed and partitions and not topic.get("error_code"):
                 found[parsed] = len(partitions)
         tps = [TopicPartition(self.topic(*key), p) for key, n in found.items() for p in range(n)]
         self._ends = await self._bounded(consumer.end_offsets(tps)) if tps else {}
@@ -393,9 +400,7 @@ class KafkaReader:
         try:
             await self._bounded(consumer.start())
             consumer.assign([partition.tp])
-            begin = (await self._bounded(consumer.beginning_offsets([partition.tp])))[partition.tp]
-            end = (await self._bounded(consumer.end_offsets([partition.tp])))[partition.tp]
-            yield self._replayed(consumer, partition, after, range(begin, end + 1))
+            yield self._replayed(consumer, partition, after)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BeatError(f"kafka {partition.label}: {exc or type(exc).__name__}") from exc
         finally:
@@ -403,25 +408,52 @@ class KafkaReader:
                 await self._bounded(consumer.stop())
 
     async def _replayed(
-        self, consumer: AIOKafkaConsumer, partition: KafkaPartition, after: int, held: range
+        self, consumer: AIOKafkaConsumer, partition: KafkaPartition, after: int
     ) -> AsyncIterator[Frame]:
-        """``held``: the positions the partition can be read from (oldest to end)."""
-        start = after + 1
-        if start not in held:
-            reason = "retention" if start < held.start else "reset"
-            resume = held.start if reason == "retention" else held.stop - 1
-            if after >= 0 or reason == "reset":
-                yield gap_frame(partition.label, after, resume - 1, reason)
-            start = resume
-        consumer.seek(partition.tp, start)
+        """Positions Kafka no longer (or never) held: a gap, then from the oldest or the end.
+        ``after`` -1 (everything) starts at the oldest with no gap."""
+        tp = partition.tp
+        held = await self._held(consumer, tp)
+        start = max(after + 1, held.start)
+        if after >= 0 and start > after + 1:
+            yield gap_frame(partition.label, after, start - 1, "retention")
+        elif after >= held.stop and not await self._holds(consumer, tp, after):
+            # the topic was recreated: all it holds is newer than the client's position
+            yield gap_frame(partition.label, after, held.start - 1, "reset")
+            start = held.start
+        consumer.seek(tp, start)
         recent = RecentIds(self.dedupe_window)
         while True:
-            batch = await consumer.getmany(
-                partition.tp, timeout_ms=_POLL_MS, max_records=_MAX_RECORDS
-            )
-            for record in batch.get(partition.tp, ()):
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
+            except OffsetOutOfRangeError:
+                # past the end (the topic was recreated: all it holds is newer), or retention
+                # moved on meanwhile: from the oldest
+                held = await self._held(consumer, tp)
+                reason = "retention" if start < held.start else "reset"
+                yield gap_frame(partition.label, start - 1, held.start - 1, reason)
+                consumer.seek(tp, start := held.start)
+                continue
+            for record in batch.get(tp, ()):
                 frame = self.checked(partition, record, recent)
                 yield frame if frame is not None else Frame.marker(record.offset)
+
+    async def _holds(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
+        """Whether ``tp`` holds a record at ``offset``: a position at or past the end offset
+        Kafka tells is checked by reading it (brokers such as tansu tell an end offset below
+        their last record)."""
+        consumer.seek(tp, offset)
+        try:
+            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=1)
+        except OffsetOutOfRangeError:
+            return False
+        return any(record.offset == offset for record in batch.get(tp, ()))
+
+    async def _held(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> range:
+        """The offsets Kafka holds of ``tp``: from the oldest to the end."""
+        begin = (await self._bounded(consumer.beginning_offsets([tp])))[tp]
+        end = (await self._bounded(consumer.end_offsets([tp])))[tp]
+        return range(begin, end)
 
     def report(self, beat: str) -> dict[str, Any]:
         """``/beats`` for a beat read from Kafka, in the shape of a polled beat's report."""

@@ -1,0 +1,240 @@
+"""The gateway in Kafka mode, over a real Kafka-protocol broker (tansu) and real HTTP: a beat
+produces into 3-partition topics, two gateway replicas serve them, clients move between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from common.envelope import CloudEvent, new_event
+from common.service import Beat
+from gateway.positions import decode_position
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
+from tests.brokers import KafkaBroker
+from tests.gateway.support import beat_named, run_gateway
+from tests.support import SseMessage, eventually, free_port, read_sse, read_sse_until, run_beat
+
+pytestmark = pytest.mark.kafka
+
+TOPIC = "beats.test.c"
+
+
+def readings(count: int, *, start: int = 0, keys: int = 5) -> list[CloudEvent]:
+    """Events of five partition keys: order must hold per key."""
+    return [
+        new_event(
+            beat="test",
+            type="beats.test.thing",
+            source="test://",
+            channel="c",
+            partitionkey=f"key-{n % keys}",
+            subject=f"s{n}",
+            data={"n": n},
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def kafka_gateway(kafka: KafkaBroker, **options: Any) -> GatewaySettings:
+    options.setdefault("status_interval", 0.2)
+    options.setdefault("upstream_linger", 0.2)
+    return GatewaySettings(
+        port=free_port(), beat=["test"], kafka_bootstrap=kafka.bootstrap, **options
+    )
+
+
+def producing_beat(tmp_path: Path, kafka: KafkaBroker, *, batch: int = 7) -> Beat:
+    """A beat whose forwarder produces into 3-partition topics. ``batch`` 1: one record per
+    produce request, for the tests that read end offsets: tansu answers a ListOffsets for the
+    end with the base offset of the partition's last record batch + 1, not the offset after
+    its last record, as Kafka does."""
+    return beat_named(
+        tmp_path,
+        "test",
+        kafka_bootstrap=kafka.bootstrap,
+        kafka_partitions=3,
+        kafka_batch=batch,
+        kafka_idempotence=False,  # tansu has no idempotent producer
+    )
+
+
+def numbers(messages: list[SseMessage]) -> list[int]:
+    return [m.json()["data"]["n"] for m in messages if m.event != "beats.gap"]
+
+
+def has(messages: list[SseMessage], wanted: range) -> bool:
+    """Whether every event of ``wanted`` arrived (partitions are not ordered among them)."""
+    return set(wanted) <= set(numbers(messages))
+
+
+def per_key_in_order(messages: list[SseMessage]) -> bool:
+    last: dict[str, int] = {}
+    for message in messages:
+        event = message.json()
+        key, n = event["partitionkey"], event["data"]["n"]
+        if last.get(key, -1) > n:
+            return False
+        last[key] = n
+    return True
+
+
+async def in_kafka(beat: Beat, *gateways: Gateway) -> None:
+    """Wait until Kafka acknowledged every event the beat committed, and the ``gateways``
+    know its topic (a client opened later reads it live, not as a new topic)."""
+    forwarder = beat.forwarder
+    assert forwarder is not None
+    await eventually(lambda: forwarder.lag == 0, what="the beat's events in Kafka")
+    for gateway in gateways:
+        reader = gateway.kafka
+        assert reader is not None
+        await eventually(lambda: "c" in reader.topics["test"], what="the gateway to see the topic")
+
+
+async def ready(base: str) -> None:
+    async with httpx.AsyncClient() as client:
+
+        async def answered() -> bool:
+            return (await client.get(f"{base}/readyz")).json().get("ready") is True
+
+        await eventually(answered, what="the gateway reading Kafka")
+
+
+@contextlib.asynccontextmanager
+async def two_gateways(kafka: KafkaBroker) -> AsyncIterator[tuple[Gateway, str, Gateway, str]]:
+    async with (
+        run_gateway(kafka_gateway(kafka)) as (gateway_a, base_a),
+        run_gateway(kafka_gateway(kafka)) as (gateway_b, base_b),
+    ):
+        await ready(base_a)
+        await ready(base_b)
+        yield gateway_a, base_a, gateway_b, base_b
+
+
+async def test_a_client_moves_to_another_replica_with_no_gap_and_no_duplicate(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    beat = producing_beat(tmp_path, kafka)
+    async with run_beat(beat), two_gateways(kafka) as (gateway_a, base_a, _, base_b):
+        # a live client from before the topic exists: the gateway finds it, from its start
+        live = asyncio.create_task(read_sse(f"{base_a}/streams/test", count=60, timeout=30))
+        await eventually(lambda: len(gateway_a.clients) == 1, what="the live client")
+        await beat.pipeline.commit(readings(40))
+        first = await read_sse(f"{base_a}/streams/test?last_event_id=0", count=20, timeout=30)
+        resume = first[-1].id
+        assert resume.startswith("k") and "test/c:0=" in decode_position(resume)
+        rest = asyncio.create_task(
+            read_sse(
+                f"{base_b}/streams/test", count=40, headers={"Last-Event-ID": resume}, timeout=30
+            )  # fmt: skip
+        )
+        await beat.pipeline.commit(readings(20, start=40))
+        moved = await rest
+        got = numbers(first) + numbers(moved)
+        assert sorted(got) == list(range(60)), "lost or duplicated events"
+        assert per_key_in_order(first + moved)
+        assert sorted(numbers(await live)) == list(range(60))
+        # the merged stream and the channel stream read the same partitions
+        merged = await read_sse(f"{base_b}/streams?last_event_id=0", count=60, timeout=30)
+        channel = await read_sse(f"{base_b}/streams/test/c?last_event_id=0", count=60)
+        assert sorted(numbers(merged)) == sorted(numbers(channel)) == list(range(60))
+
+
+async def test_status_shows_kafka_topics_partitions_and_lag(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
+        await ready(base)
+        await beat.pipeline.commit(readings(30))
+        await in_kafka(beat)
+        await read_sse(f"{base}/streams/test?last_event_id=0", count=30, timeout=30)
+        assert gateway.kafka is not None
+        stats = gateway.kafka.topics["test"]
+        await eventually(lambda: stats["c"].end == 30, what="the end offsets read")
+        listener = asyncio.create_task(read_sse(f"{base}/streams/test", count=1, timeout=30))
+        await eventually(lambda: len(gateway.pool.all()) == 3, what="a client's partitions")
+        await eventually(lambda: all(u.connected for u in gateway.pool.all()), what="assigned")
+        async with httpx.AsyncClient() as client:
+            readiness = (await client.get(f"{base}/readyz")).json()
+            report = (await client.get(f"{base}/beats")).json()["beats"][0]
+            metrics = (await client.get(f"{base}/metrics")).text
+        assert readiness["ready"] and readiness["kafka"]["connected"]
+        assert readiness["beats"]["test"] == {"ready": True, "reachable": True}
+        topic = report["kafka"]["topics"][TOPIC]
+        assert topic["partitions"] == 3 and topic["end"] == 30 and topic["lag"] == 0
+        assert report["events"] == 30 and report["kafka"]["connected"] is True
+        assert {s["stream"] for s in report["gateway"]} == {f"test/c:{p}" for p in range(3)}
+        assert "beats_gateway_kafka_connected 1.0" in metrics
+        listener.cancel()
+
+
+async def test_duplicates_and_foreign_records_are_dropped_counted_and_the_rest_flows(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """A redelivered CloudEvent (same id, same partition) reaches a client once; a record that
+    is no CloudEvent is skipped; both are counted, and the events around them all arrive."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
+        await ready(base)
+        await beat.pipeline.commit(readings(10))
+        await in_kafka(beat, gateway)
+        live = asyncio.create_task(
+            read_sse_until(f"{base}/streams/test", lambda m: has(m, range(10, 20)), timeout=30)
+        )
+        await eventually(lambda: len(gateway.clients) == 1, what="the client")
+        await eventually(lambda: all(u.head is not None for u in gateway.pool.all()),
+                         what="the partitions assigned")  # fmt: skip
+        again = readings(1, start=10)[0]
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+        await producer.start()
+        try:
+            value = json.dumps(again.model_dump(mode="json", exclude_none=True)).encode()
+            key = b"key-0"
+            for record in (value, b"\xff not json", b'{"no": "type"}', value):
+                await producer.send_and_wait(TOPIC, record, key=key)
+        finally:
+            await producer.stop()
+        await beat.pipeline.commit(readings(9, start=11))
+        got = numbers(await live)
+        assert sorted(got) == list(range(10, 20))
+        assert gateway.metrics.kafka_duplicates.labels("test")._value.get() == 1
+        assert gateway.metrics.kafka_rejected.labels("test")._value.get() == 2
+        # a replay through a dedicated consumer drops them as well
+        replayed = await read_sse(f"{base}/streams/test?last_event_id=0", count=20, timeout=30)
+        assert sorted(numbers(replayed)) == list(range(20))
+
+
+async def test_bad_and_foreign_positions(tmp_path: Path, kafka: KafkaBroker) -> None:
+    beat = producing_beat(tmp_path, kafka)
+    async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
+        await ready(base)
+        await beat.pipeline.commit(readings(9))
+        await in_kafka(beat, gateway)
+        async with httpx.AsyncClient() as client:
+            for bad in ("17", "kAAAA", "k!!", "test/c:0=x"):
+                response = await client.get(
+                    f"{base}/streams/test", headers={"Last-Event-ID": bad}, timeout=5
+                )
+                assert response.status_code == 400, bad
+                assert "Last-Event-ID" in response.json()["detail"]
+        # a position past the end (the topic was recreated): beats.gap, then all it holds
+        ahead = "test/c:0=1000;test/c:1=1000;test/c:2=1000"
+        url = f"{base}/streams/test?last_event_id={ahead}"
+        stream = asyncio.create_task(read_sse_until(url, lambda m: has(m, range(10)), timeout=30))
+        gaps = gateway.metrics.gaps
+        await eventually(lambda: gaps._value.get() == 3, what="a gap per partition")
+        await beat.pipeline.commit(readings(1, start=9))
+        messages = await stream
+        signals = [m.json() for m in messages if m.event == "beats.gap"]
+        assert {g["reason"] for g in signals} == {"reset"} and len(signals) == 3
+        assert {g["stream"] for g in signals} == {f"test/c:{p}" for p in range(3)}
+        assert sorted(numbers(messages)) == list(range(10)) and per_key_in_order(messages[3:])
