@@ -1,8 +1,10 @@
 """The cluster examples of README.md and docs/spark.md (Spark's own Kafka source with
 ``parse_kafka``), run as written with two substitutions: ``format("beats-kafka")`` for
 ``format("kafka")``, whose JAR comes from Maven Central (not reachable here), and the test
-broker's address for ``localhost:9092``. ``beats-kafka`` gives the Kafka source's rows, so the
-rest of each example runs unchanged, on a 3-partition topic filled by a HiveMQ beat's forwarder.
+broker's address for ``localhost:9092``; its relative paths (sinks, checkpoints) are put under
+the test's directory, since Spark resolves them against the JVM's working directory, not Python's.
+``beats-kafka`` gives the Kafka source's rows, so the rest of each example runs unchanged, on a
+3-partition topic filled by a HiveMQ beat's forwarder.
 """
 
 from __future__ import annotations
@@ -71,10 +73,14 @@ async def sensor_topic(tmp_path: Path, bootstrap: str) -> None:
         await eventually(lambda: beat.forwarder is not None and beat.forwarder.lag == 0)
 
 
-def run_example(block: Block, bootstrap: str) -> None:
+_PATH = re.compile(r'(\.option\("(?:path|checkpointLocation)", |\.parquet\()"([^"/]+)"')
+
+
+def run_example(block: Block, bootstrap: str, directory: Path) -> None:
     text = block.text
     assert text.count(BUILT_IN) == 1 and text.count("localhost:9092") == 1, block.label
     text = text.replace(BUILT_IN, 'format("beats-kafka")').replace("localhost:9092", bootstrap)
+    text = _PATH.sub(lambda m: f'{m.group(1)}"{directory / m.group(2)}"', text)
     exec(compile(text, block.label, "exec"), {"__name__": "__main__"})
 
 
@@ -84,12 +90,12 @@ async def test_cluster_example_runs_on_a_multi_partition_topic(
     spark: Any,
     tmp_path: Path,
     kafka: KafkaBroker,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await sensor_topic(tmp_path, kafka.bootstrap)
-    monkeypatch.chdir(tmp_path)  # the examples' relative paths (sinks, checkpoints)
-    await asyncio.to_thread(run_example, block, kafka.bootstrap)
+    before = set(ROOT.iterdir())
+    await asyncio.to_thread(run_example, block, kafka.bootstrap, tmp_path)
     printed = capsys.readouterr().out
     assert all(sensor in printed for sensor in SENSORS), printed
     assert not [q.name for q in spark.streams.active], "the example left a query running"
+    assert set(ROOT.iterdir()) == before, "the example wrote into the checkout"
