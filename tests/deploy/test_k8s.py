@@ -51,9 +51,9 @@ def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
     assert sorted(listed) == sorted(p.name for p in MANIFESTS if p.name != "secret.example.yaml")
 
 
-def check_workload(workload: dict[str, Any], config: dict[str, str], *, pending: Any = ()) -> None:
-    """Probes, resources, security; every ``BEATS_*`` variable an option of the command run
-    (``pending``: options being added to that command, not checked yet); a beat's log volume."""
+def check_workload(workload: dict[str, Any], config: dict[str, str]) -> None:
+    """Probes, resources, security; every ``BEATS_*`` variable an option of the command run;
+    a beat's log volume."""
     (container,) = workload["spec"]["template"]["spec"]["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -64,7 +64,7 @@ def check_workload(workload: dict[str, Any], config: dict[str, str], *, pending:
     shared = config if container.get("envFrom") else {}
     for name in [*shared, *(e["name"] for e in container["env"])]:
         field = name.removeprefix("BEATS_").lower()
-        assert field in settings_class.model_fields or name in pending, name
+        assert field in settings_class.model_fields, name
     port = next(int(e["value"]) for e in container["env"] if e["name"] == "BEATS_PORT")
     assert port == settings_class.model_fields["port"].default
     if workload["kind"] == "StatefulSet":  # a beat: its event log needs a volume
@@ -110,11 +110,6 @@ def env(workload: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-# Kafka mode of the gateway is being added (issue 20, part 1): until its settings have these
-# options, they are checked against this list instead of GatewaySettings.
-GATEWAY_KAFKA_OPTIONS = ("BEATS_KAFKA_BOOTSTRAP", "BEATS_KAFKA_TOPIC_PREFIX")
-
-
 def test_the_overlay_renders_the_base_and_every_file_of_its_own() -> None:
     overlay = yaml.safe_load((SCALE / "kustomization.yaml").read_text())
     listed = [*overlay["resources"], *(p["path"] for p in overlay["patches"])]
@@ -141,7 +136,7 @@ def test_the_scaled_workloads_keep_probes_resources_and_settings() -> None:
     config = scaled_object("ConfigMap", "works-beats")["data"]
     kinds = ("StatefulSet", "Deployment")
     for workload in (d for d in scaled() if d["kind"] in kinds):
-        check_workload(workload, config, pending=GATEWAY_KAFKA_OPTIONS)
+        check_workload(workload, config)
     assert int(config["BEATS_KAFKA_PARTITIONS"]) >= 3
 
 
