@@ -239,3 +239,82 @@ async def test_bad_and_foreign_positions(tmp_path: Path, kafka: KafkaBroker) -> 
         assert {g["reason"] for g in signals} == {"reset"} and len(signals) == 3
         assert {g["stream"] for g in signals} == {f"test/c:{p}" for p in range(3)}
         assert sorted(numbers(messages)) == list(range(10)) and per_key_in_order(messages[3:])
+
+
+TOKENS = """
+tokens:
+  - name: admin
+    token: admin-secret-0123456789
+    scopes: ["*"]
+  - name: analyst
+    token: analyst-secret-0123456789
+    scopes: ["opencti"]
+    tlp_max: amber
+  - name: reports-only
+    token: reports-secret-0123456789
+    scopes: ["opencti:reports"]
+"""
+
+
+def threat(n: int) -> CloudEvent:
+    level = ("clear", "green", "amber", "amber+strict", "red")[n % 5]
+    return new_event(
+        beat="opencti",
+        type="beats.opencti.indicator",
+        source="opencti://test",
+        channel=("indicators", "reports")[n % 2],
+        partitionkey=f"actor-{n % 4}",
+        subject=f"indicator--{n}",
+        data={"n": n},
+        tlp=level,
+    )
+
+
+async def test_tokens_scopes_tlp_and_filters_hold_in_kafka_mode(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """What a token may read does not depend on where the gateway reads from: the TLP ceiling
+    and channel scopes hold on live and replayed events from Kafka, filters apply after them."""
+    beat = beat_named(
+        tmp_path, "opencti", kafka_bootstrap=kafka.bootstrap, kafka_partitions=3,
+        kafka_idempotence=False,
+    )  # fmt: skip
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(TOKENS)
+    settings = GatewaySettings(
+        port=free_port(), beat=["opencti"], kafka_bootstrap=kafka.bootstrap,
+        tokens_file=tokens, status_interval=0.2, upstream_linger=0.2,
+    )  # fmt: skip
+    async with run_beat(beat), run_gateway(settings) as (_, base):
+        await ready(base)
+        await beat.pipeline.commit([threat(n) for n in range(40)])
+        forwarder = beat.forwarder
+        assert forwarder is not None
+        await eventually(lambda: forwarder.lag == 0, what="the events in Kafka")
+
+        async def read(token: str, path: str, count: int) -> list[SseMessage]:
+            headers = {"Authorization": f"Bearer {token}"}
+            return await read_sse(f"{base}{path}", count=count, headers=headers, timeout=30)
+
+        def levels(messages: list[SseMessage]) -> set[str]:
+            return {m.json()["tlp"] for m in messages}
+
+        analyst = await read("analyst-secret-0123456789", "/streams/opencti?last_event_id=0", 24)
+        assert levels(analyst) == {"clear", "green", "amber"} and len(numbers(analyst)) == 24
+        reports = await read("reports-secret-0123456789", "/streams?last_event_id=0", 20)
+        assert sorted(numbers(reports)) == list(range(1, 40, 2))
+        # indicators 10, 12, 14, 16, 18 match; 14 (red) and 18 (amber+strict) are above amber
+        path = "/streams/opencti/indicators?last_event_id=0&prefix.subject=indicator--1"
+        filtered = await read("analyst-secret-0123456789", path, 3)
+        assert sorted(numbers(filtered)) == [10, 12, 16]
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(
+                f"{base}/streams/opencti/indicators",
+                headers={"Authorization": "Bearer reports-secret-0123456789"},
+            )
+            assert refused.status_code == 403
+            report = await client.get(
+                f"{base}/beats", headers={"Authorization": "Bearer reports-secret-0123456789"}
+            )
+        (shown,) = report.json()["beats"]
+        assert set(shown["rates"]) <= {"reports"} and "kafka" not in shown
