@@ -1,0 +1,156 @@
+"""Benchmark: gateway replicas in Kafka mode against one gateway in URL mode, in the same run.
+
+Set-up (every service its own process): a private Mosquitto, tansu (a Kafka-protocol broker), the
+HiveMQ beat producing into a topic of ``partitions`` partitions (messages spread over six MQTT
+topics, so over the partitions). A publisher sends ``rate`` messages per second carrying their
+send time; ``clients`` SSE clients (raw sockets) read ``/streams/hivemq`` and record
+``receive - send`` for every event. Phases, each with the same clients and rate:
+
+* **url** (the baseline): one gateway reading the beat's SSE stream;
+* **kafka_1**: one gateway in Kafka mode;
+* **kafka_2**: two gateways in Kafka mode, half of the clients on each.
+
+Reported per phase: delivered fraction, p50/p99 latency (source to client: the Kafka phases
+include the beat's forwarder and the broker), the gateways' CPU per delivered event and their
+RSS; ratios are URL mode / Kafka mode (1.0: Kafka mode costs nothing more). **idle**: memory per
+idle connection of a Kafka-mode gateway against a URL-mode one. ``docs/scaling.md`` extrapolates
+from these figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from bench.gateway_fanout import _close, _connect_all, _cpu_seconds, _idle, _raise_fd_limit, _read
+from bench.gateway_fanout import _rss as rss
+from tests.brokers import KafkaBroker, MosquittoBroker
+from tests.processes import ServiceProcess
+from tests.support import free_port
+
+__all__ = ["run"]
+
+_TOPICS = 6
+
+
+async def _publish(mqtt_port: int, *, rate: float, seconds: float) -> int:
+    sent = 0
+    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-kafka-pub") as mqtt:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while (due := start + sent / rate) < start + seconds:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            payload = json.dumps({"sent": time.time(), "n": sent})
+            await mqtt.publish(f"bench/kafka/{sent % _TOPICS}", payload, qos=1)
+            sent += 1
+    return sent
+
+
+async def _phase(
+    gateways: list[ServiceProcess], mqtt_port: int, *, clients: int, rate: float, seconds: float
+) -> dict[str, float]:
+    """``clients`` spread evenly over ``gateways``, all reading while ``rate`` events/s flow."""
+    share = clients // len(gateways)
+    connected = [c for g in gateways for c in await _connect_all(g.port, "/streams/hivemq", share)]
+    readers = [asyncio.create_task(_read(c)) for c in connected]
+    pids = [g.process.pid for g in gateways if g.process is not None]
+    cpu = sum(_cpu_seconds(pid) for pid in pids)
+    sent = await _publish(mqtt_port, rate=rate, seconds=seconds)
+    await asyncio.sleep(3.0)  # drain (Kafka mode: the forwarder's last batch and a fetch)
+    cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+    memory = sum(rss(pid) for pid in pids)
+    _close(connected)
+    await asyncio.gather(*readers)
+    latencies = sorted(x for c in connected for x in c.latencies)
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    delivered = len(latencies)
+    return {
+        "replicas": len(gateways),
+        "clients": share * len(gateways),
+        "rate": rate,
+        "published": sent,
+        "delivered": round(delivered / max(1, sent * share * len(gateways)), 4),
+        "p50_ms": round(quantiles[49] * 1000, 2),
+        "p99_ms": round(quantiles[98] * 1000, 2),
+        "cpu_us_per_delivered_event": round(cpu * 1e6 / max(1, delivered), 2),
+        "deliveries_per_cpu_second": int(delivered / max(cpu, 1e-6)),
+        "rss_mib": round(memory / 2**20, 1),
+    }
+
+
+def _gateway(tmp: str, name: str, beat: str, bootstrap: str | None) -> ServiceProcess:
+    source = ["--beat", "hivemq"] if bootstrap else ["--beat", f"hivemq={beat}"]
+    kafka = ["--kafka-bootstrap", bootstrap] if bootstrap else []
+    return ServiceProcess(
+        ["run", "gateway", *source, *kafka, "--max-streams", "50000", "--upstream-linger", "0",
+         "--log-level", "warning"],
+        port=free_port(), log=Path(tmp) / f"{name}.log",
+    )  # fmt: skip
+
+
+def _ratios(url: dict[str, float], kafka: dict[str, float]) -> dict[str, float]:
+    return {
+        "ratio_delivered": round(kafka["delivered"] / max(url["delivered"], 1e-9), 3),
+        "ratio_p99": round(url["p99_ms"] / max(kafka["p99_ms"], 1e-6), 3),
+        "ratio_cpu": round(
+            url["cpu_us_per_delivered_event"] / max(kafka["cpu_us_per_delivered_event"], 1e-9), 3
+        ),
+    }
+
+
+async def run(
+    *, clients: int = 500, rate: float = 50.0, seconds: float = 10.0, idle: int = 2000,
+    partitions: int = 3,
+) -> dict[str, Any]:  # fmt: skip
+    idle = min(idle, _raise_fd_limit() - 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("mqtt", "kafka"):
+            (Path(tmp) / name).mkdir()
+        broker, kafka = MosquittoBroker(Path(tmp) / "mqtt"), KafkaBroker(Path(tmp) / "kafka")
+        broker.start()
+        kafka.start()
+        beat = ServiceProcess(
+            ["run", "hivemq", "--mqtt-url", broker.url, "--mqtt-topic", "bench/#",
+             "--data-dir", f"{tmp}/beat", "--kafka-bootstrap", kafka.bootstrap,
+             "--no-kafka-idempotence", "--kafka-partitions", str(partitions),
+             "--log-level", "warning"],
+            port=free_port(), log=Path(tmp) / "beat.log",
+        )  # fmt: skip
+        url = _gateway(tmp, "url", beat.base, None)
+        replicas = [_gateway(tmp, f"kafka-{n}", beat.base, kafka.bootstrap) for n in (1, 2)]
+        services = [beat, url, *replicas]
+        try:
+            for service in services:
+                service.start()
+            await _publish(broker.port, rate=rate, seconds=1.0)  # the topic exists before phases
+            await asyncio.sleep(3.0)  # the replicas find it (metadata read every 2 s)
+            options: dict[str, Any] = {"clients": clients, "rate": rate, "seconds": seconds}
+            baseline = await _phase([url], broker.port, **options)
+            one = await _phase(replicas[:1], broker.port, **options)
+            two = await _phase(replicas, broker.port, **options)
+            idle_url = await _idle(url, "/streams/hivemq", idle)
+            idle_kafka = await _idle(replicas[0], "/streams/hivemq", idle)
+        finally:
+            for service in reversed(services):
+                service.stop()
+            kafka.stop()
+            broker.stop()
+    return {
+        "url": baseline,
+        "kafka_1": {**one, **_ratios(baseline, one)},
+        "kafka_2": {**two, **_ratios(baseline, two)},
+        "idle": {
+            "url": idle_url,
+            "kafka": idle_kafka,
+            "ratio_memory": round(
+                idle_url["kib_per_connection"] / max(idle_kafka["kib_per_connection"], 1e-9), 3
+            ),
+        },
+    }
