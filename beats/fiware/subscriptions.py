@@ -276,7 +276,7 @@ class SubscriptionKeeper:
             self._gauges["active"].labels(tenant).set(1)
         detail = "; ".join(
             f"{tenant}: {s['status']} (sent {s.get('timesSent', 0)}, "
-            f"fails {s.get('failsCounter', 0)}"
+            f"fails {s.get('failsCounter', 0)}, id {s.get('id')}"
             + (f", last failure: {s['lastFailureReason']}" if s.get("lastFailureReason") else "")
             + ")"
             for tenant, s in self.states.items()
