@@ -1,14 +1,19 @@
 """FIWARE beat replicas behind one notification URL share one subscription on the broker (the
 Orion emulator, NGSI v2 and NGSI-LD): found by its description, twins from a creation race
-deleted alike by every replica, the secret agreed, none deleted while a replica still answers."""
+deleted alike by every replica, the secret agreed, none deleted while a replica still answers;
+and as real processes behind a round-robin balancer, every change once in one Kafka topic."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from beats.fiware.emulator import Broker, create_app
 from beats.fiware.service import build
@@ -20,7 +25,10 @@ from beats.fiware.subscription_body import (
 )
 from beats.fiware.subscriptions import SubscriptionKeeper
 from common.service import Beat
+from tests.brokers import KafkaBroker
 from tests.fiware.test_fiware_beat import call, room, subscribed
+from tests.processes import ServiceProcess
+from tests.replicas import RoundRobin, Tally
 from tests.support import eventually, free_port, read_sse, run_beat, serve_app
 
 
@@ -153,3 +161,63 @@ async def test_removal_on_shutdown_waits_for_the_last_replica(
         assert len(broker.subscriptions) == 1
     assert await keeper(b).remove() is True
     assert broker.subscriptions == {}
+
+
+async def _subjects(bootstrap: str, topic: str, *, count: int, timeout: float = 60) -> list[str]:
+    """Every event subject in the topic (all partitions), once ``count`` distinct are there."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    subjects: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(set(subjects)) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    subjects += [json.loads(r.value)["subject"] for r in batch]
+    except TimeoutError:
+        pass  # the tally says what is missing
+    finally:
+        await consumer.stop()
+    return subjects
+
+
+async def test_two_replica_processes_behind_a_balancer(tmp_path: Path, kafka: KafkaBroker) -> None:
+    """Real processes: the Orion emulator, two beats (no --notify-secret: each generates one)
+    behind a round-robin balancer that is their notification URL, one 3-partition topic."""
+    total = 200
+    emulator = ServiceProcess(["emulate", "orion"], port=free_port(), log=tmp_path / "orion.log")
+    beats = []
+    balancer_port = free_port()
+    for name in ("a", "b"):
+        args = ["run", "fiware", "--orion-url", emulator.base,
+                "--notify-url", f"http://127.0.0.1:{balancer_port}/notify",
+                "--data-dir", str(tmp_path / name), "--subscription-check-interval", "1",
+                "--kafka-bootstrap", kafka.bootstrap, "--no-kafka-idempotence",
+                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
+        beats.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"{name}.log"))
+    balancer = RoundRobin([b.base for b in beats])
+    try:
+        await asyncio.to_thread(emulator.start, ready=False)
+        async with serve_app(balancer.app, port=balancer_port):
+            for beat in beats:
+                await asyncio.to_thread(beat.start)
+            async with httpx.AsyncClient(base_url=emulator.base) as orion:
+                for n in range(total):
+                    entity = room(n, 20.0)
+                    (await orion.post("/v2/entities", json=entity)).raise_for_status()
+                subjects = await _subjects(kafka.bootstrap, "beats.fiware.entities", count=total)
+                listed = await orion.get(
+                    "/v2/subscriptions", params={"options": "count"}, headers=SERVICE_PATH
+                )
+    finally:
+        for process in (*beats, emulator):
+            process.stop()
+    numbers = [int(s.removeprefix("Room")) for s in subjects]
+    tally = Tally.of("FIWARE (Kafka, one topic)", range(total), numbers)
+    print(f"\n{tally.line()}; balancer: {dict(balancer.forwarded)}")
+    assert listed.headers["Fiware-Total-Count"] == "1"
+    (sub,) = listed.json()
+    assert sub["notification"]["timesSent"] == total and "failsCounter" not in sub["notification"]
+    assert not tally.lost, f"lost: {tally.lost[:20]}"
+    assert sorted(balancer.forwarded.values()) == [total // 2, total // 2]
