@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer
 from common.client import subscribe
 from common.envelope import CloudEvent
 from tests.brokers import KafkaBroker, MosquittoBroker
-from tests.hivemq.test_mqtt_beat import publisher
+from tests.hivemq.test_mqtt_beat import hivemq_beat, publisher
 from tests.processes import ServiceProcess
 from tests.replicas import Tally
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, run_beat
 
 TOTAL = 2000
 TOPIC = "beats.hivemq.messages"
@@ -71,7 +71,7 @@ async def _log_numbers(base: str) -> list[int]:
         async for item in feed:
             if isinstance(item, CloudEvent):
                 numbers.append(item.data["n"])
-                if item.sequence >= head:
+                if (item.sequence or 0) >= head:
                     break
     return numbers
 
@@ -157,3 +157,21 @@ async def test_replicas_share_the_feed_and_a_kill_9_loses_nothing(
     assert min(len(x) for x in logs) >= TOTAL // 10, "the shared subscription split the feed"
     assert not sse.lost, f"lost from SSE: {sse.lost[:20]}"
     assert not in_kafka.lost, f"lost from Kafka: {in_kafka.lost[:20]}"
+
+
+async def test_two_replicas_with_one_client_id_take_the_session_from_each_other(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """What docs/replicas.md warns of: the broker hands a client id's session to the newest
+    connection, so two replicas given one --mqtt-client-id reconnect in turn for ever (Mosquitto
+    2.0 closes the older connection without a DISCONNECT reason; the reconnects are counted)."""
+    made = [
+        hivemq_beat(tmp_path / name, mosquitto, mqtt_version="5", mqtt_client_id="one-id")
+        for name in ("a", "b")
+    ]
+    async with run_beat(made[0]), run_beat(made[1]):
+
+        def flapping() -> bool:
+            return min(float(beat.metrics.reconnects._value.get()) for beat in made) >= 3
+
+        await eventually(flapping, timeout=20, what="both reconnecting again and again")
