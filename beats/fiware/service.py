@@ -44,5 +44,5 @@ async def main(settings: FiwareSettings, shutdown: asyncio.Event) -> None:
     await beat.serve(shutdown)
     if settings.remove_subscriptions and isinstance(beat.source, SubscriptionKeeper):
         with contextlib.suppress(httpx.HTTPError):
-            await beat.source.remove()
-            _log.info("fiware: removed this beat's subscriptions")
+            if await beat.source.remove():
+                _log.info("fiware: removed this beat's subscriptions")

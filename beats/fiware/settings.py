@@ -64,8 +64,9 @@ class FiwareSettings(BeatSettings):
     notify_secret_file: Path | None = secret_file("notify_secret")
     subscription_tag: str = Field(
         "works-beats-fiware",
-        description="Recognises this beat's subscriptions (their description); give each "
-        "instance its own when partitioning by entity pattern.",
+        description="Recognises this beat's subscriptions: their description is "
+        "works-beats:<tag>:<digest of the notification URL, subject and format>, so replicas "
+        "with the same options share one subscription.",
     )
     subscription_check_interval: float = Field(
         30.0, description="Seconds between subscription checks (re-create, re-activate)."
@@ -75,7 +76,9 @@ class FiwareSettings(BeatSettings):
     )
     throttling: int | None = Field(None, description="Subscription throttling in seconds.")
     remove_subscriptions: bool = Field(
-        False, description="Delete this beat's subscriptions on shutdown."
+        False,
+        description="Delete this beat's subscriptions on shutdown, unless another replica "
+        "still answers at --notify-url.",
     )
     max_body_bytes: int = Field(1024 * 1024, description="Larger notifications get 413.")
     writeback_token: SecretStr | None = Field(

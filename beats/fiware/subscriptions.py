@@ -3,17 +3,23 @@
 Notifications arrive over HTTP (``/notify``, :mod:`beats.fiware.routes`); what the source runs is
 the upkeep of the subscriptions that make the broker send them:
 
-* one subscription per tenant, recognised by its description ``works-beats:<tag>`` — so a
-  restarted beat finds its own instead of creating duplicates;
+* one subscription per tenant, recognised by its description (:mod:`beats.fiware.subscription_body`:
+  the tag and a digest of the notification URL, subject and format), so a restarted beat, and
+  every replica behind one notification URL, finds the one there is instead of creating another.
+  Two replicas that both found none and both created one (a race) see two at the next check: all
+  of them keep the one with the smallest id and delete the others, which are identical;
 * checked every ``subscription_check_interval`` seconds: a missing one (Orion restarted without
   its database) is re-created, an ``inactive`` one (Orion switches a subscription off after
   ``maxFailsLimit`` failed notifications, and never retries a notification) or an expired one
   is re-activated;
+* the secret header the broker must send back to ``/notify`` is in the subscription (v2
+  ``httpCustom.headers``, LD ``receiverInfo``). A configured ``--notify-secret`` is put into a
+  subscription that carries another; a generated one gives way to the secret of the subscription
+  found (another replica's), which is then kept in the log;
 * the attributes each subscription notifies (``notification.attrs``) are remembered by id
   (:attr:`SubscriptionKeeper.value_names`): they name the columns of the v2 ``values`` format;
 * its state (``timesSent``, ``failsCounter``, ``lastFailureReason``) is in ``/readyz`` and in
-  ``beats_fiware_subscription_*`` metrics; the secret header the broker must send back to
-  ``/notify`` is put into the subscription (v2 ``httpCustom.headers``, LD ``receiverInfo``).
+  ``beats_fiware_subscription_*`` metrics.
 """
 
 from __future__ import annotations
@@ -27,12 +33,19 @@ import httpx
 from prometheus_client import Gauge
 
 from beats.fiware.settings import FiwareSettings
+from beats.fiware.subscription_body import (
+    SECRET_HEADER,
+    description,
+    legacy_description,
+    notify_url_of,
+    secret_of,
+    subscription_body,
+)
 from common.eventlog import EventLog
 from common.pipeline import Pipeline
 
 __all__ = ["SECRET_HEADER", "SubscriptionKeeper", "load_secret"]
 
-SECRET_HEADER = "X-Beats-Secret"
 _SECRET_CURSOR = "fiware-notify-secret"
 _log = logging.getLogger(__name__)
 
@@ -52,15 +65,17 @@ async def load_secret(settings: FiwareSettings, log: EventLog) -> str:
 class SubscriptionKeeper:
     def __init__(self, settings: FiwareSettings) -> None:
         self.settings = settings
-        self.tag = f"works-beats:{settings.subscription_tag}"
+        self.description = description(settings)
         self.secret = ""
         self.states: dict[str, dict[str, Any]] = {}
         self.value_names: dict[str, list[str]] = {}
         """Subscription id → its ``notification.attrs`` (the beat's own subscriptions)."""
         self._gauges: dict[str, Gauge] = {}
+        self._store: EventLog | None = None
 
     async def run(self, pipeline: Pipeline) -> None:
         pipeline.set_ready("subscriptions", False, "checking")  # before the first await
+        self._store = pipeline.log
         self.secret = await load_secret(self.settings, pipeline.log)
         self._register_metrics(pipeline)
         async with httpx.AsyncClient(base_url=self.settings.orion_url, timeout=10) as http:
@@ -75,14 +90,30 @@ class SubscriptionKeeper:
                     _log.warning("fiware: cannot check subscriptions: %r", exc)
                 await asyncio.sleep(self.settings.subscription_check_interval)
 
-    async def remove(self) -> None:
-        """Delete this beat's subscriptions (on shutdown, when asked to)."""
+    async def remove(self) -> bool:
+        """Delete this beat's subscriptions (on shutdown, when asked to), unless another replica
+        still answers at the notification URL. True when they were deleted."""
+        if await self._replica_answers():
+            _log.info(
+                "fiware: another replica answers at %s: the subscriptions are kept",
+                self.settings.notify_url,
+            )
+            return False
         async with httpx.AsyncClient(base_url=self.settings.orion_url, timeout=10) as http:
             for tenant in self.settings.tenants():
                 for sub in await self._mine(http, tenant):
-                    await http.delete(
-                        f"{self._prefix}/subscriptions/{sub['id']}", headers=self._headers(tenant)
-                    )
+                    await self._delete(http, sub, tenant)
+        return True
+
+    async def _replica_answers(self) -> bool:
+        """Whether a beat answers a notification without the secret at the notification URL
+        (this one no longer listens when this runs): its 401 names the secret header."""
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                response = await http.post(self.settings.notify_url, json={})
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 401 and SECRET_HEADER in response.text
 
     @property
     def _ld(self) -> bool:
@@ -100,53 +131,108 @@ class SubscriptionKeeper:
             headers["Fiware-Service"] = tenant
         return headers
 
-    async def _mine(self, http: httpx.AsyncClient, tenant: str | None) -> list[dict[str, Any]]:
-        """This beat's subscriptions, paging through the broker's list (Orion's default page
-        is 20; its maximum 1000)."""
-        mine: list[dict[str, Any]] = []
-        offset = 0
+    async def _listed(self, http: httpx.AsyncClient, tenant: str | None) -> list[dict[str, Any]]:
+        """Every subscription of the tenant, paging through the broker's list (Orion's default
+        page is 20; its maximum 1000)."""
+        listed: list[dict[str, Any]] = []
         while True:
             response = await http.get(
                 f"{self._prefix}/subscriptions",
                 headers=self._headers(tenant),
-                params={"limit": 1000, "offset": offset},
+                params={"limit": 1000, "offset": len(listed)},
             )
             response.raise_for_status()
             page = response.json()
-            mine += [s for s in page if s.get("description") == self.tag]
+            listed += page
             if len(page) < 1000:
-                return mine
-            offset += len(page)
+                return listed
+
+    async def _mine(self, http: httpx.AsyncClient, tenant: str | None) -> list[dict[str, Any]]:
+        """This beat's subscriptions, smallest id first: every replica picks the same one."""
+        listed = await self._listed(http, tenant)
+        mine = [s for s in listed if s.get("description") == self.description]
+        if not mine:
+            mine = [s for s in listed if self._legacy(s)][:1]
+        return sorted(mine, key=lambda s: str(s["id"]))
+
+    def _legacy(self, sub: dict[str, Any]) -> bool:
+        return (
+            sub.get("description") == legacy_description(self.settings)
+            and notify_url_of(sub, ld=self._ld) == self.settings.notify_url
+        )
 
     async def _ensure(self, http: httpx.AsyncClient, tenant: str | None) -> dict[str, Any]:
         mine = await self._mine(http, tenant)
-        headers = self._headers(tenant)
         if not mine:
-            response = await http.post(
-                f"{self._prefix}/subscriptions", json=self._body(), headers=headers
-            )
-            response.raise_for_status()
-            _log.info(
-                "fiware: created subscription %s (tenant %s)",
-                response.headers.get("location"),
-                tenant or "default",
-            )
-            created = response.headers.get("location", "").rsplit("/", 1)[-1]
-            self.value_names[created] = list(self.settings.notify_attributes)
-            return {"status": "created", "id": created}
-        sub = mine[0]
+            await self._create(http, tenant)
+            mine = await self._mine(http, tenant)  # a replica may have created one as well
+            if not mine:
+                raise ValueError("the subscription just created is not listed")
+        sub, *twins = mine
+        for twin in twins:
+            await self._delete(http, twin, tenant)
+            _log.info("fiware: deleted %s, a twin of subscription %s", twin["id"], sub["id"])
+        await self._settle(http, sub, tenant)
         self._remember(sub)
         if self._inactive(sub):
             patch = {"isActive": True} if self._ld else {"status": "active"}
-            response = await http.patch(
-                f"{self._prefix}/subscriptions/{sub['id']}", json=patch, headers=headers
-            )
-            response.raise_for_status()
+            await self._patch(http, sub, tenant, patch)
             _log.warning(
                 "fiware: re-activated subscription %s (was %s)", sub["id"], sub.get("status")
             )
             return {**self._state(sub), "status": "reactivated"}
         return self._state(sub)
+
+    async def _create(self, http: httpx.AsyncClient, tenant: str | None) -> None:
+        body = subscription_body(self.settings, secret=self.secret)
+        response = await http.post(
+            f"{self._prefix}/subscriptions", json=body, headers=self._headers(tenant)
+        )
+        response.raise_for_status()
+        _log.info(
+            "fiware: created subscription %s (tenant %s)",
+            response.headers.get("location"),
+            tenant or "default",
+        )
+
+    async def _settle(
+        self, http: httpx.AsyncClient, sub: dict[str, Any], tenant: str | None
+    ) -> None:
+        """Make the subscription and this beat agree on the description and the secret."""
+        theirs = secret_of(sub, ld=self._ld)
+        if self.settings.notify_secret is None and theirs and theirs != self.secret:
+            self.secret = theirs  # generated: another replica's (or an earlier run's) wins
+            if self._store is not None:
+                await self._store.set_cursor(_SECRET_CURSOR, theirs)
+            _log.info("fiware: using the secret of subscription %s", sub["id"])
+        if sub.get("description") == self.description and theirs == self.secret:
+            return
+        body = subscription_body(self.settings, secret=self.secret)
+        patch = {k: v for k, v in body.items() if k != "type"}
+        await self._patch(http, sub, tenant, patch)
+        sub.update(patch)
+        _log.warning(
+            "fiware: updated subscription %s with this beat's description and secret "
+            "(replicas must share --notify-secret)",
+            sub["id"],
+        )
+
+    async def _patch(
+        self, http: httpx.AsyncClient, sub: dict[str, Any], tenant: str | None, patch: Any
+    ) -> None:
+        response = await http.patch(
+            f"{self._prefix}/subscriptions/{sub['id']}", json=patch, headers=self._headers(tenant)
+        )
+        response.raise_for_status()
+
+    async def _delete(
+        self, http: httpx.AsyncClient, sub: dict[str, Any], tenant: str | None
+    ) -> None:
+        response = await http.delete(
+            f"{self._prefix}/subscriptions/{sub['id']}", headers=self._headers(tenant)
+        )
+        if response.status_code != 404:  # another replica deleted it first
+            response.raise_for_status()
 
     def _remember(self, sub: dict[str, Any]) -> None:
         note = sub.get("notification")
@@ -170,66 +256,6 @@ class SubscriptionKeeper:
             "lastFailureReason": note.get("lastFailureReason", note.get("lastErrorReason")),
         }
 
-    def _body(self) -> dict[str, Any]:
-        return self._ld_body() if self._ld else self._v2_body()
-
-    def _entities(self) -> list[dict[str, Any]]:
-        pattern = {"idPattern": self.settings.id_pattern}
-        return [{**pattern, "type": t} for t in self.settings.entity_type] or [pattern]
-
-    def _v2_body(self) -> dict[str, Any]:
-        s = self.settings
-        condition: dict[str, Any] = {}
-        if s.watched_attributes:
-            condition["attrs"] = s.watched_attributes
-        if s.q:
-            condition["expression"] = {"q": s.q}
-        notification: dict[str, Any] = {
-            "httpCustom": {"url": s.notify_url, "headers": {SECRET_HEADER: self.secret}},
-            "attrsFormat": s.attrs_format,
-            "metadata": ["dateModified", "previousValue", "actionType", "*"],
-        }
-        if s.notify_attributes:
-            notification["attrs"] = s.notify_attributes
-        if s.max_fails_limit:
-            notification["maxFailsLimit"] = s.max_fails_limit
-        body: dict[str, Any] = {
-            "description": self.tag,
-            "subject": {
-                "entities": self._entities(),
-                **({"condition": condition} if condition else {}),
-            },
-            "notification": notification,
-        }
-        if s.throttling:
-            body["throttling"] = s.throttling
-        return body
-
-    def _ld_body(self) -> dict[str, Any]:
-        s = self.settings
-        notification: dict[str, Any] = {
-            "format": s.attrs_format,
-            "endpoint": {
-                "uri": s.notify_url,
-                "accept": s.ld_accept,
-                "receiverInfo": [{"key": SECRET_HEADER, "value": self.secret}],
-            },
-        }
-        if s.notify_attributes:
-            notification["attributes"] = s.notify_attributes
-        body: dict[str, Any] = {
-            "description": self.tag,
-            "type": "Subscription",
-            "entities": [{"type": t} for t in s.entity_type] or [{"idPattern": s.id_pattern}],
-            "notification": notification,
-            "@context": s.ld_context,
-        }
-        if s.watched_attributes:
-            body["watchedAttributes"] = s.watched_attributes
-        if s.q:
-            body["q"] = s.q
-        return body
-
     def _register_metrics(self, pipeline: Pipeline) -> None:
         if self._gauges:
             return  # a restarted run() keeps its gauges
@@ -250,7 +276,7 @@ class SubscriptionKeeper:
             self._gauges["active"].labels(tenant).set(1)
         detail = "; ".join(
             f"{tenant}: {s['status']} (sent {s.get('timesSent', 0)}, "
-            f"fails {s.get('failsCounter', 0)}"
+            f"fails {s.get('failsCounter', 0)}, id {s.get('id')}"
             + (f", last failure: {s['lastFailureReason']}" if s.get("lastFailureReason") else "")
             + ")"
             for tenant, s in self.states.items()

@@ -69,10 +69,17 @@ class MqttSource:
             except aiomqtt.MqttError as exc:
                 pipeline.metrics.source_connected.set(0)
                 pipeline.metrics.reconnects.inc()
-                pipeline.set_ready("mqtt", False, f"disconnected: {exc}")
+                why = self._why(exc)
+                pipeline.set_ready("mqtt", False, f"disconnected: {why}")
                 delay = backoff.next()
-                _log.warning("mqtt %s: %s; reconnecting in %.1fs", self.uri, exc, delay)
+                _log.warning("mqtt %s: %s; reconnecting in %.1fs", self.uri, why, delay)
                 await asyncio.sleep(delay)
+
+    @staticmethod
+    def _why(exc: aiomqtt.MqttError) -> str:
+        """The error, with the reason paho gave for the disconnection when there is one."""
+        cause = exc.__cause__
+        return f"{exc} ({cause})" if cause is not None else str(exc)
 
     async def _session(self, pipeline: Pipeline, backoff: Backoff) -> None:
         client = self._client()

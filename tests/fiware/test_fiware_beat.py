@@ -333,8 +333,9 @@ async def test_lost_and_inactive_subscriptions_heal(tmp_path: Path, orion: tuple
 
 async def test_restart_reuses_its_subscription(tmp_path: Path, orion: tuple[str, Any]) -> None:
     url, broker = orion
+    port = free_port()  # the same notification URL: a restart, not another beat
     for _ in range(2):
-        beat = fiware_beat(tmp_path, url, notify_secret=None)
+        beat = fiware_beat(tmp_path, url, port=port, notify_secret=None)
         async with run_beat(beat):
             await subscribed(beat)
     assert len(broker.subscriptions) == 1

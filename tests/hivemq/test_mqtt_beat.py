@@ -27,12 +27,9 @@ from tests.support import eventually, free_port, read_sse, run_beat
 
 def hivemq_beat(tmp_path: Path, broker: MosquittoBroker, **options: Any) -> Beat:
     options.setdefault("mqtt_topic", ["test/#"])
+    options.setdefault("mqtt_client_id", f"beat-{uuid.uuid4().hex[:8]}")
     settings = HivemqSettings(
-        port=free_port(),
-        data_dir=tmp_path / "hivemq",
-        mqtt_url=broker.url,
-        mqtt_client_id=f"beat-{uuid.uuid4().hex[:8]}",
-        **options,
+        port=free_port(), data_dir=tmp_path / "hivemq", mqtt_url=broker.url, **options
     )
     return build(settings)
 

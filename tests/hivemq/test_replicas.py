@@ -1,0 +1,177 @@
+"""Two HiveMQ beat processes share one MQTT shared subscription on Mosquitto (MQTT 5 and 3.1.1)
+and produce into the same Kafka topic (tansu, 3 partitions). One is killed with kill -9 while it
+has messages in flight (its log held locked, so it cannot commit nor acknowledge them) and
+restarted with the same client id and data directory: its persistent session hands them back,
+since Mosquitto does not give a dead member's messages to the other. Nothing is lost; the
+duplicates are counted and printed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from common.client import subscribe
+from common.envelope import CloudEvent
+from tests.brokers import KafkaBroker, MosquittoBroker
+from tests.hivemq.test_mqtt_beat import hivemq_beat, publisher
+from tests.processes import ServiceProcess
+from tests.replicas import Tally
+from tests.support import eventually, free_port, run_beat
+
+TOTAL = 2000
+TOPIC = "beats.hivemq.messages"
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, mosquitto: MosquittoBroker, kafka: KafkaBroker, request: pytest.FixtureRequest
+) -> Iterator[list[ServiceProcess]]:
+    version: str = request.param
+    made = []
+    for name in ("a", "b"):
+        args = ["run", "hivemq", "--mqtt-url", mosquitto.url,
+                "--mqtt-topic", "$share/beats/replica/#", "--mqtt-version", version,
+                "--mqtt-client-id", f"beats-hivemq-{name}", "--data-dir", str(tmp_path / name),
+                "--kafka-bootstrap", kafka.bootstrap, "--no-kafka-idempotence",
+                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
+        made.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"{name}.log"))
+    yield made
+    for process in made:
+        process.stop()
+
+
+async def _readyz(base: str) -> dict[str, int]:
+    """The replica's log head and the messages it received (-1 each while it is down)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            head = (await client.get(f"{base}/readyz")).json()["log"]["head"]
+            metrics = (await client.get(f"{base}/metrics")).text
+        except httpx.TransportError:
+            return {"head": -1, "received": -1}
+    found = re.search(r"^beats_events_received_total ([0-9.e+]+)$", metrics, re.M)
+    return {"head": int(head), "received": int(float(found.group(1))) if found else 0}
+
+
+async def _log_numbers(base: str) -> list[int]:
+    """Every message number in the replica's log, from the start to its head now."""
+    head = (await _readyz(base))["head"]
+    numbers: list[int] = []
+    if head < 1:
+        return numbers
+    async with contextlib.aclosing(subscribe(f"{base}/events", last_event_id=0)) as feed:
+        async for item in feed:
+            if isinstance(item, CloudEvent):
+                numbers.append(item.data["n"])
+                if (item.sequence or 0) >= head:
+                    break
+    return numbers
+
+
+async def _kafka_numbers(bootstrap: str, *, timeout: float = 60) -> list[int]:
+    """Every message number in the topic (all partitions), once all TOTAL are there."""
+    consumer = AIOKafkaConsumer(
+        TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    numbers: list[int] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(set(numbers)) < TOTAL:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    numbers += [json.loads(r.value)["data"]["n"] for r in batch]
+    except TimeoutError:
+        pass  # the tally says what is missing
+    finally:
+        await consumer.stop()
+    return numbers
+
+
+async def _kill_with_messages_in_flight(victim: ServiceProcess, data_dir: Path) -> int:
+    """Hold the victim's log locked until it has received messages it cannot commit, then
+    kill -9 it; returns how many it had received and not committed."""
+    lock = sqlite3.connect(data_dir / "hivemq.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the beat's writer now waits for the database
+    try:
+
+        async def stuck() -> bool:
+            state = await _readyz(victim.base)
+            return state["received"] - state["head"] >= 10
+
+        await eventually(stuck, timeout=30, what="messages received and not committed")
+        state = await _readyz(victim.base)
+        in_flight = state["received"] - state["head"]
+        victim.kill()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    return in_flight
+
+
+@pytest.mark.parametrize("replicas", ["5", "3.1.1"], indirect=True)
+async def test_replicas_share_the_feed_and_a_kill_9_loses_nothing(
+    replicas: list[ServiceProcess], mosquitto: MosquittoBroker, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    a, b = replicas
+    for process in replicas:
+        await asyncio.to_thread(process.start)
+    async with publisher(mosquitto, v5=True) as client:
+
+        async def send_all() -> None:
+            for n in range(TOTAL):
+                await client.publish(f"replica/{n % 7}", json.dumps({"n": n}), qos=1)
+                await asyncio.sleep(0.002)  # a steady stream, not a synchronisation
+
+        sending = asyncio.create_task(send_all())
+
+        async def both_busy() -> bool:
+            heads = [(await _readyz(p.base))["head"] for p in replicas]
+            return min(heads) >= 100
+
+        await eventually(both_busy, timeout=30, what="both replicas committing")
+        in_flight = await _kill_with_messages_in_flight(a, tmp_path / "a")
+        b_at_kill = (await _readyz(b.base))["head"]
+
+        async def b_carries_on() -> bool:
+            return (await _readyz(b.base))["head"] >= b_at_kill + 100
+
+        await eventually(b_carries_on, timeout=30, what="the other replica carrying on")
+        assert not sending.done(), "the kill and the takeover must happen mid-stream"
+        await asyncio.to_thread(a.start)  # same client id, same data directory
+        await sending
+    kafka_numbers = await _kafka_numbers(kafka.bootstrap)
+    logs = [await _log_numbers(p.base) for p in replicas]
+    sse = Tally.of("SSE (union of both logs)", range(TOTAL), *logs)
+    in_kafka = Tally.of("Kafka (one topic, 3 partitions)", range(TOTAL), kafka_numbers)
+    print(f"\nREPLICAS in flight at the kill: {in_flight}; per replica: {[len(x) for x in logs]}")
+    print(sse.line())
+    print(in_kafka.line())
+    assert min(len(x) for x in logs) >= TOTAL // 10, "the shared subscription split the feed"
+    assert not sse.lost, f"lost from SSE: {sse.lost[:20]}"
+    assert not in_kafka.lost, f"lost from Kafka: {in_kafka.lost[:20]}"
+
+
+async def test_two_replicas_with_one_client_id_take_the_session_from_each_other(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """What docs/replicas.md warns of: the broker hands a client id's session to the newest
+    connection, so two replicas given one --mqtt-client-id reconnect in turn for ever (Mosquitto
+    2.0 closes the older connection without a DISCONNECT reason; the reconnects are counted)."""
+    made = [
+        hivemq_beat(tmp_path / name, mosquitto, mqtt_version="5", mqtt_client_id="one-id")
+        for name in ("a", "b")
+    ]
+    async with run_beat(made[0]), run_beat(made[1]):
+
+        def flapping() -> bool:
+            return min(float(beat.metrics.reconnects._value.get()) for beat in made) >= 3
+
+        await eventually(flapping, timeout=20, what="both reconnecting again and again")

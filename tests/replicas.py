@@ -1,0 +1,80 @@
+"""What the replica tests share: a round-robin HTTP load balancer in front of replicas, and the
+count of what the union of several replicas' feeds lost and duplicated."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+__all__ = ["RoundRobin", "Tally"]
+
+_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+
+
+class RoundRobin:
+    """A load balancer: each request goes to the next backend (per request, as an ingress with
+    keep-alive upstreams does, not per connection); a backend that refuses the connection is
+    skipped, and 502 comes back when none answers."""
+
+    def __init__(self, backends: list[str]) -> None:
+        self.backends = backends
+        self.forwarded: Counter[str] = Counter()
+        self._next = itertools.cycle(range(len(backends)))
+        self.app = Starlette(routes=[Route("/{path:path}", self._forward, methods=["POST", "GET"])])
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        first = next(self._next)
+        for n in range(len(self.backends)):
+            backend = self.backends[(first + n) % len(self.backends)]
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    answer = await client.request(
+                        request.method, backend + path, content=body, headers=headers
+                    )
+            except httpx.ConnectError:
+                continue
+            self.forwarded[backend] += 1
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+            return Response(answer.content, answer.status_code, headers=kept)
+        return Response(b"no backend answers", 502)
+
+
+@dataclass
+class Tally:
+    """What the union of the replicas' feeds holds against what was sent."""
+
+    what: str
+    expected: set[int]
+    seen: Counter[int]
+
+    @classmethod
+    def of(cls, what: str, expected: Iterable[int], *feeds: Iterable[int]) -> Tally:
+        seen: Counter[int] = Counter()
+        for feed in feeds:
+            seen.update(feed)
+        return cls(what, set(expected), seen)
+
+    @property
+    def lost(self) -> list[int]:
+        return sorted(self.expected - set(self.seen))
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.seen.values() if count > 1)
+
+    def line(self) -> str:
+        return (
+            f"REPLICAS {self.what}: sent {len(self.expected)}, received {len(set(self.seen))} "
+            f"distinct, lost {len(self.lost)}, duplicated {self.duplicates}"
+        )
