@@ -21,6 +21,7 @@ from bench import (
     ditto_path,
     fiware_path,
     gateway_fanout,
+    gateway_kafka,
     memory_bounds,
     mqtt_path,
     opencti_path,
@@ -86,6 +87,9 @@ BENCHMARKS: dict[str, Bench] = {
     "spark_source": lambda a: spark_source.run(count=a.count),
     "gateway_fanout": lambda a: gateway_fanout.run(
         clients=a.clients, rate=a.rate, idle=a.idle_connections
+    ),
+    "gateway_kafka": lambda a: gateway_kafka.run(
+        clients=a.clients // 2, rate=a.rate, idle=a.idle_connections // 5
     ),
     "memory_bounds": lambda a: memory_bounds.run(),
 }

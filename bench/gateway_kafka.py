@@ -9,6 +9,9 @@ send time; ``clients`` SSE clients (raw sockets) read ``/streams/hivemq`` and re
 * **url** (the baseline): one gateway reading the beat's SSE stream;
 * **kafka_1**: one gateway in Kafka mode;
 * **kafka_2**: two gateways in Kafka mode, half of the clients on each.
+* **ingest**: ``backlog`` records produced into a topic beforehand, read by one client with
+  ``last_event_id=0`` through a Kafka-mode gateway, against a bare aiokafka consumer that
+  parses the same records (the baseline): the rate one replica reads a beat's topics at.
 
 Reported per phase: delivered fraction, p50/p99 latency (source to client: the Kafka phases
 include the beat's forwarder and the broker), the gateways' CPU per delivered event and their
@@ -28,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.gateway_fanout import _close, _connect_all, _cpu_seconds, _idle, _raise_fd_limit, _read
 from bench.gateway_fanout import _rss as rss
+from common.envelope import new_event
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port
@@ -85,6 +91,70 @@ async def _phase(
     }
 
 
+async def _backlog(bootstrap: str, topic: str, count: int) -> None:
+    """``count`` structured CloudEvents of about 300 bytes, as a beat's forwarder makes them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for n in range(count):
+            event = new_event(
+                beat="hivemq", type="beats.hivemq.message", source="mqtt://bench",
+                channel="bulk", partitionkey=f"bench/{n % 12}", subject=f"bench/{n % 12}",
+                data={"sent": 0.0, "n": n, "temperature": 21.5, "humidity": 40.1},
+            )  # fmt: skip
+            value = event.model_dump_json(exclude_none=True).encode()
+            await producer.send(topic, value, key=f"bench/{n % 12}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _bare_consumer(bootstrap: str, topic: str, count: int) -> float:
+    """Seconds a bare consumer takes to read and parse ``count`` records of ``topic``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        start, seen = time.perf_counter(), 0
+        while seen < count:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=2000)).values():
+                seen += sum(1 for r in records if json.loads(r.value or b"{}"))
+        return time.perf_counter() - start
+    finally:
+        await consumer.stop()
+
+
+async def _ingest(gateway: ServiceProcess, bootstrap: str, count: int) -> dict[str, float]:
+    assert gateway.process is not None
+    pid = gateway.process.pid
+    await _backlog(bootstrap, "beats.hivemq.bulk", count)
+    await asyncio.sleep(3.0)  # the gateway finds the topic (metadata read every 2 s)
+    bare = _bare_consumer(bootstrap, "beats.hivemq.bulk", count)
+    bare_seconds = await bare
+    (client,) = await _connect_all(gateway.port, "/streams/hivemq/bulk?last_event_id=0", 1)
+    cpu, start = _cpu_seconds(pid), time.perf_counter()
+    assert client.reader is not None
+    seen, tail, mark = 0, b"", b"\nevent: beats.hivemq.message\n"
+    while seen < count and (chunk := await client.reader.read(1 << 20)):
+        joined = tail + chunk  # a mark may straddle two reads
+        seen += joined.count(mark)
+        tail = joined[-(len(mark) - 1) :]
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pid) - cpu
+    _close([client])
+    return {
+        "records": count,
+        "bare_per_s": int(count / bare_seconds),
+        "gateway_per_s": int(seen / seconds),
+        "cpu_us_per_record": round(cpu * 1e6 / max(1, seen), 2),
+        "ratio_rate": round(bare_seconds / seconds, 3),
+    }
+
+
 def _gateway(tmp: str, name: str, beat: str, bootstrap: str | None) -> ServiceProcess:
     source = ["--beat", "hivemq"] if bootstrap else ["--beat", f"hivemq={beat}"]
     kafka = ["--kafka-bootstrap", bootstrap] if bootstrap else []
@@ -107,7 +177,7 @@ def _ratios(url: dict[str, float], kafka: dict[str, float]) -> dict[str, float]:
 
 async def run(
     *, clients: int = 500, rate: float = 50.0, seconds: float = 10.0, idle: int = 2000,
-    partitions: int = 3,
+    partitions: int = 3, backlog: int = 50_000,
 ) -> dict[str, Any]:  # fmt: skip
     idle = min(idle, _raise_fd_limit() - 1000)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +190,10 @@ async def run(
             ["run", "hivemq", "--mqtt-url", broker.url, "--mqtt-topic", "bench/#",
              "--data-dir", f"{tmp}/beat", "--kafka-bootstrap", kafka.bootstrap,
              "--no-kafka-idempotence", "--kafka-partitions", str(partitions),
-             "--log-level", "warning"],
+             # one record per produce request: tansu tells the end offset of a partition as
+             # the base offset of its last record batch + 1, which would start live clients
+             # a few records early (on Kafka, batches change nothing)
+             "--kafka-batch", "1", "--log-level", "warning"],
             port=free_port(), log=Path(tmp) / "beat.log",
         )  # fmt: skip
         url = _gateway(tmp, "url", beat.base, None)
@@ -137,6 +210,7 @@ async def run(
             two = await _phase(replicas, broker.port, **options)
             idle_url = await _idle(url, "/streams/hivemq", idle)
             idle_kafka = await _idle(replicas[0], "/streams/hivemq", idle)
+            ingest = await _ingest(replicas[0], kafka.bootstrap, backlog)
         finally:
             for service in reversed(services):
                 service.stop()
@@ -146,6 +220,7 @@ async def run(
         "url": baseline,
         "kafka_1": {**one, **_ratios(baseline, one)},
         "kafka_2": {**two, **_ratios(baseline, two)},
+        "ingest": ingest,
         "idle": {
             "url": idle_url,
             "kafka": idle_kafka,

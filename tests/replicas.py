@@ -4,9 +4,12 @@ count of what the union of several replicas' feeds lost and duplicated."""
 from __future__ import annotations
 
 import itertools
+import re
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -14,7 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["RoundRobin", "Tally"]
+from tests.processes import ServiceProcess
+from tests.support import eventually
+
+__all__ = ["RoundRobin", "Tally", "beat_state", "kill_with_messages_in_flight"]
 
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
@@ -78,3 +84,36 @@ class Tally:
             f"REPLICAS {self.what}: sent {len(self.expected)}, received {len(set(self.seen))} "
             f"distinct, lost {len(self.lost)}, duplicated {self.duplicates}"
         )
+
+
+async def beat_state(base: str) -> dict[str, int]:
+    """The replica's log head and the messages it received (-1 each while it is down)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            head = (await client.get(f"{base}/readyz")).json()["log"]["head"]
+            metrics = (await client.get(f"{base}/metrics")).text
+        except httpx.TransportError:
+            return {"head": -1, "received": -1}
+    found = re.search(r"^beats_events_received_total ([0-9.e+]+)$", metrics, re.M)
+    return {"head": int(head), "received": int(float(found.group(1))) if found else 0}
+
+
+async def kill_with_messages_in_flight(victim: ServiceProcess, data_dir: Path) -> int:
+    """Hold the victim's log locked until it has received messages it cannot commit, then
+    kill -9 it; returns how many it had received and not committed."""
+    lock = sqlite3.connect(data_dir / "hivemq.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the beat's writer now waits for the database
+    try:
+
+        async def stuck() -> bool:
+            state = await beat_state(victim.base)
+            return state["received"] - state["head"] >= 10
+
+        await eventually(stuck, timeout=30, what="messages received and not committed")
+        state = await beat_state(victim.base)
+        in_flight = state["received"] - state["head"]
+        victim.kill()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    return in_flight

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -24,7 +21,7 @@ from common.envelope import CloudEvent
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.hivemq.test_mqtt_beat import hivemq_beat, publisher
 from tests.processes import ServiceProcess
-from tests.replicas import Tally
+from tests.replicas import Tally, beat_state, kill_with_messages_in_flight
 from tests.support import eventually, free_port, run_beat
 
 TOTAL = 2000
@@ -49,21 +46,9 @@ def replicas(
         process.stop()
 
 
-async def _readyz(base: str) -> dict[str, int]:
-    """The replica's log head and the messages it received (-1 each while it is down)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        try:
-            head = (await client.get(f"{base}/readyz")).json()["log"]["head"]
-            metrics = (await client.get(f"{base}/metrics")).text
-        except httpx.TransportError:
-            return {"head": -1, "received": -1}
-    found = re.search(r"^beats_events_received_total ([0-9.e+]+)$", metrics, re.M)
-    return {"head": int(head), "received": int(float(found.group(1))) if found else 0}
-
-
 async def _log_numbers(base: str) -> list[int]:
     """Every message number in the replica's log, from the start to its head now."""
-    head = (await _readyz(base))["head"]
+    head = (await beat_state(base))["head"]
     numbers: list[int] = []
     if head < 1:
         return numbers
@@ -95,27 +80,6 @@ async def _kafka_numbers(bootstrap: str, *, timeout: float = 60) -> list[int]:
     return numbers
 
 
-async def _kill_with_messages_in_flight(victim: ServiceProcess, data_dir: Path) -> int:
-    """Hold the victim's log locked until it has received messages it cannot commit, then
-    kill -9 it; returns how many it had received and not committed."""
-    lock = sqlite3.connect(data_dir / "hivemq.db", isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # the beat's writer now waits for the database
-    try:
-
-        async def stuck() -> bool:
-            state = await _readyz(victim.base)
-            return state["received"] - state["head"] >= 10
-
-        await eventually(stuck, timeout=30, what="messages received and not committed")
-        state = await _readyz(victim.base)
-        in_flight = state["received"] - state["head"]
-        victim.kill()
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    return in_flight
-
-
 @pytest.mark.parametrize("replicas", ["5", "3.1.1"], indirect=True)
 async def test_replicas_share_the_feed_and_a_kill_9_loses_nothing(
     replicas: list[ServiceProcess], mosquitto: MosquittoBroker, kafka: KafkaBroker, tmp_path: Path
@@ -133,15 +97,15 @@ async def test_replicas_share_the_feed_and_a_kill_9_loses_nothing(
         sending = asyncio.create_task(send_all())
 
         async def both_busy() -> bool:
-            heads = [(await _readyz(p.base))["head"] for p in replicas]
+            heads = [(await beat_state(p.base))["head"] for p in replicas]
             return min(heads) >= 100
 
         await eventually(both_busy, timeout=30, what="both replicas committing")
-        in_flight = await _kill_with_messages_in_flight(a, tmp_path / "a")
-        b_at_kill = (await _readyz(b.base))["head"]
+        in_flight = await kill_with_messages_in_flight(a, tmp_path / "a")
+        b_at_kill = (await beat_state(b.base))["head"]
 
         async def b_carries_on() -> bool:
-            return (await _readyz(b.base))["head"] >= b_at_kill + 100
+            return (await beat_state(b.base))["head"] >= b_at_kill + 100
 
         await eventually(b_carries_on, timeout=30, what="the other replica carrying on")
         assert not sending.done(), "the kill and the takeover must happen mid-stream"

@@ -1,0 +1,199 @@
+"""Scale-out on real processes: tansu with a 3-partition topic, two HiveMQ beat replicas on one
+MQTT shared subscription (Mosquitto), two gateway replicas in Kafka mode (started with the
+commands of docs/gateway.md), 5,000 QoS 1 messages.
+
+* client 1 reads half of the feed from gateway A, leaves, and reconnects to gateway B with its
+  ``Last-Event-ID``: it gets exactly the rest;
+* a beat replica is killed with ``kill -9`` while it holds messages it has not committed, and
+  restarted: the other carries on meanwhile, its persistent session hands the rest back;
+* client 2 reads from gateway B, which is killed with ``kill -9`` mid-stream: the client resumes
+  on gateway A with its last id, with no gap.
+
+Counts of lost and duplicated events are printed (``SCALE`` lines). ``BEATS_SCALE_MESSAGES`` sets
+the size (5,000 in ``make test``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from tests.brokers import KafkaBroker, MosquittoBroker
+from tests.docs.examples import ROOT, blocks, commands
+from tests.hivemq.test_mqtt_beat import publisher
+from tests.processes import ServiceProcess
+from tests.replicas import Tally, beat_state, kill_with_messages_in_flight
+from tests.support import eventually, free_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
+
+TOTAL = int(os.environ.get("BEATS_SCALE_MESSAGES", "5000"))
+DOC = ROOT / "docs" / "gateway.md"
+
+
+def doc_gateway_commands() -> tuple[list[str], str]:
+    """The gateway commands and the curl of docs/gateway.md's Kafka-mode example."""
+    (block,) = [b for b in blocks(DOC) if b.directive and "test_scale_out" in b.directive[1]]
+    lines = commands(block.text)
+    gateways = [line for line in lines if line.startswith("beats run gateway")]
+    (curl,) = [line for line in lines if line.startswith("curl")]
+    assert len(gateways) == 2, lines
+    return gateways, curl
+
+
+def as_service(line: str, *, kafka: str, log: Path) -> ServiceProcess:
+    """A documented ``beats run gateway ... &`` on a free port and the test's broker."""
+    words = shlex.split(line.replace("127.0.0.1:9092", kafka).rstrip("& "))
+    port = words.index("--port")
+    del words[port : port + 2]
+    return ServiceProcess(words[1:], port=free_port(), log=log)
+
+
+@pytest.fixture
+def beats(
+    tmp_path: Path, mosquitto: MosquittoBroker, kafka: KafkaBroker
+) -> Iterator[list[ServiceProcess]]:
+    made = []
+    for name in ("a", "b"):
+        args = ["run", "hivemq", "--mqtt-url", mosquitto.url,
+                "--mqtt-topic", "$share/beats/scale/#", "--mqtt-version", "5",
+                "--mqtt-client-id", f"beats-hivemq-{name}", "--data-dir", str(tmp_path / name),
+                "--kafka-bootstrap", kafka.bootstrap, "--no-kafka-idempotence",
+                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
+        made.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"beat-{name}.log"))
+    yield made
+    for process in made:
+        process.stop()
+
+
+@pytest.fixture
+def gateways(tmp_path: Path, kafka: KafkaBroker) -> Iterator[list[ServiceProcess]]:
+    lines, _ = doc_gateway_commands()
+    made = [
+        as_service(line, kafka=kafka.bootstrap, log=tmp_path / f"gateway-{n}.log")
+        for n, line in enumerate(lines)
+    ]
+    yield made
+    for process in made:
+        process.stop()
+
+
+@dataclass
+class Reader:
+    """One SSE client: the message numbers and ids it received, and its last id."""
+
+    name: str
+    numbers: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    gaps: int = 0
+
+    @property
+    def last_id(self) -> str | None:
+        return self.ids[-1] if self.ids else None
+
+    async def read(self, base: str, *, until: int) -> None:
+        """Read ``/streams/hivemq`` from ``base`` (from the start, or after the last id) until
+        ``until`` events in all; a dropped connection just ends the read."""
+        headers = {"Last-Event-ID": self.last_id or "0"}
+        with contextlib.suppress(httpx.TransportError):
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as client,
+                aconnect_sse(client, "GET", f"{base}/streams/hivemq", headers=headers) as sse,
+            ):
+                async for message in sse.aiter_sse():
+                    if message.event == "beats.gap":
+                        self.gaps += 1
+                    elif message.data:
+                        self.numbers.append(json.loads(message.data)["data"]["n"])
+                        self.ids.append(message.id)
+                    if len(self.numbers) >= until:
+                        return
+
+    def tally(self) -> Tally:
+        return Tally.of(f"client {self.name}", range(TOTAL), self.numbers)
+
+
+@contextlib.asynccontextmanager
+async def publishing(mosquitto: MosquittoBroker) -> AsyncIterator[asyncio.Task[None]]:
+    async with publisher(mosquitto, v5=True) as client:
+
+        async def send_all() -> None:
+            for n in range(TOTAL):
+                await client.publish(f"scale/{n % 11}", json.dumps({"n": n}), qos=1)
+                await asyncio.sleep(0.002)  # a steady stream, not a synchronisation
+
+        task = asyncio.create_task(send_all())
+        yield task
+        await task
+
+
+async def kill_a_beat_mid_stream(beats: list[ServiceProcess], tmp_path: Path) -> int:
+    a, b = beats
+
+    async def both_busy() -> bool:
+        return min([(await beat_state(p.base))["head"] for p in beats]) >= 100
+
+    await eventually(both_busy, timeout=60, what="both beat replicas committing")
+    in_flight = await kill_with_messages_in_flight(a, tmp_path / "a")
+    at_kill = (await beat_state(b.base))["head"]
+
+    async def b_carries_on() -> bool:
+        return (await beat_state(b.base))["head"] >= at_kill + 100
+
+    await eventually(b_carries_on, timeout=60, what="the other beat replica carrying on")
+    await asyncio.to_thread(a.start)  # same client id, same data directory
+    return in_flight
+
+
+async def test_two_beats_two_gateways_kills_and_moves_lose_nothing(
+    beats: list[ServiceProcess],
+    gateways: list[ServiceProcess],
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+) -> None:
+    for process in [*beats, *gateways]:
+        await asyncio.to_thread(process.start)
+    gateway_a, gateway_b = gateways
+    one, two = Reader("1 (A, then B)"), Reader("2 (B, killed, then A)")
+    async with publishing(mosquitto) as sending:
+        first_half = asyncio.create_task(one.read(gateway_a.base, until=TOTAL // 2))
+        before_kill = asyncio.create_task(two.read(gateway_b.base, until=TOTAL))
+        in_flight = await kill_a_beat_mid_stream(beats, tmp_path)
+        await eventually(lambda: len(two.numbers) >= TOTAL // 3, timeout=60, what="client 2")
+        gateway_b.kill()  # kill -9 mid-stream
+        await before_kill
+        assert not sending.done(), "the kills must happen mid-stream"
+        after_kill = asyncio.create_task(two.read(gateway_a.base, until=TOTAL))
+        await first_half
+        await asyncio.to_thread(gateway_b.start)  # as an orchestrator restarts it
+        await one.read(gateway_b.base, until=TOTAL)
+        await after_kill
+    curl = await run_documented_curl(gateway_a)
+    print(f"\nSCALE {TOTAL} messages; beat replica killed with {in_flight} in flight")
+    for reader in (one, two):
+        tally = reader.tally()
+        print(tally.line().replace("REPLICAS", "SCALE") + f", gap signals {reader.gaps}")
+        assert not tally.lost, f"{reader.name} lost {tally.lost[:20]}"
+        assert tally.duplicates == 0 and len(set(reader.ids)) == len(reader.ids)
+        assert reader.gaps == 0
+    assert "data: " in curl
+
+
+async def run_documented_curl(gateway: ServiceProcess) -> str:
+    _, line = doc_gateway_commands()
+    words = shlex.split(line.replace("127.0.0.1:8080", f"127.0.0.1:{gateway.port}"))
+    done = await asyncio.to_thread(
+        subprocess.run, [*words, "--max-time", "3"], capture_output=True, text=True, check=False
+    )
+    return done.stdout
