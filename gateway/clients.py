@@ -194,7 +194,7 @@ class ClientStream:
         principal: Principal,
         on_close: Callable[[ClientStream], None],
         scope: list[StreamKey] | None = None,
-        encode_id: Callable[[str], str] | None = None,
+        encode_id: Callable[[list[tuple[str, int]]], str] | None = None,
     ) -> None:
         self.metrics = metrics
         self.scope = scope or []
@@ -370,8 +370,10 @@ class ClientStream:
 
     def position(self) -> str:
         """The merged stream's id: ``label=seq`` of every subscription with a position."""
-        text = ";".join(f"{s.label}={s.last}" for s in self.subscriptions if s.last is not None)
-        return text if self._encode_id is None else self._encode_id(text)
+        pairs = [(s.label, s.last) for s in self.subscriptions if s.last is not None]
+        if self._encode_id is not None:
+            return self._encode_id(pairs)
+        return ";".join(f"{label}={last}" for label, last in pairs)
 
     def release(self) -> None:
         """Unsubscribe and give the stream slot back (idempotent)."""

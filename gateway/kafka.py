@@ -184,6 +184,8 @@ class KafkaReader:
             **client_options(settings),
             "enable_auto_commit": False,
             "auto_offset_reset": "none",
+            # a fetch waits at most this long for records: latency, not throughput, matters
+            "fetch_max_wait_ms": 100,
         }
         self.topics: dict[str, dict[str, TopicStats]] = {beat: {} for beat in self.beats}
         """beat → channel → its topic's figures, as of the last metadata refresh."""

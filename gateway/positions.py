@@ -4,8 +4,9 @@
 * ``/streams`` (merged): the position vector ``label=seq;label=seq``, one entry per upstream
   (label: the beat, or ``beat/channel`` for a token scoped to channels).
 * Any stream read from Kafka: the same vector over topic-partitions
-  (``beat/channel:partition=offset``), made compact and opaque: ``k`` + raw deflate +
-  base64url (:func:`encode_position`). Clients only hand it back as ``Last-Event-ID``; any
+  (``beat/channel:partition=offset``), made compact and opaque: ``k`` + base64url of the vector
+  with each topic's partitions grouped (:func:`encode_position`; compression would cost more
+  than the rest of an event's delivery). Clients only hand it back as ``Last-Event-ID``; any
   gateway replica reading the same Kafka cluster understands it.
 
 ``0`` means everything still kept: from the beat's oldest event, or each partition's oldest
@@ -15,35 +16,52 @@ retained offset (``-1``, "after nothing", for a partition).
 from __future__ import annotations
 
 import base64
-import zlib
+import binascii
+import re
+from collections.abc import Iterable
 
 __all__ = ["decode_position", "encode_position", "parse_position"]
 
-_MAX_TEXT = 1 << 16
+_GROUP = re.compile(r"\d+=-?\d+(,\d+=-?\d+)*")
 _VECTOR_HELP = (
     "resume from this stream's own ids (label=seq;label=seq, for example hivemq=17;fiware=42, "
     "or the opaque id of a Kafka-mode stream), or from 0"
 )
 
 
-def encode_position(text: str) -> str:
-    """A position vector as an opaque, compact SSE id (``k`` + raw deflate + base64url)."""
-    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
-    raw = packer.compress(text.encode()) + packer.flush()
-    return "k" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_position(pairs: Iterable[tuple[str, int]]) -> str:
+    """A position vector as an opaque, compact SSE id: ``k`` + base64url of the vector with the
+    partitions of one topic grouped (``hivemq/messages:0=17,1=20;fiware/entities:0=3``)."""
+    topics: dict[str, list[str]] = {}
+    for label, value in pairs:
+        topic, colon, partition = label.rpartition(":")
+        if colon and partition.isdigit():
+            topics.setdefault(topic + ":", []).append(f"{partition}={value}")
+        else:
+            topics.setdefault(label, []).append(str(value))
+    text = ";".join(
+        f"{key}{','.join(values)}" if key.endswith(":") else f"{key}={values[0]}"
+        for key, values in topics.items()
+    )
+    return "k" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def decode_position(raw: str) -> str:
-    """The text of an id made by :func:`encode_position` (``ValueError`` if it is not one)."""
+    """The flat vector ``label=seq;label=seq`` of an id made by :func:`encode_position`
+    (``ValueError`` if it is not one)."""
     body = raw[1:] + "=" * (-len(raw[1:]) % 4)
     try:
-        unpacker = zlib.decompressobj(-15)
-        text = unpacker.decompress(base64.urlsafe_b64decode(body.encode()), _MAX_TEXT)
-        if unpacker.unconsumed_tail or not unpacker.eof:
-            raise ValueError("truncated or too long")
-        return text.decode()
-    except (zlib.error, UnicodeDecodeError, ValueError) as exc:
+        text = base64.urlsafe_b64decode(body.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"not a position this gateway made ({exc})") from None
+    flat: list[str] = []
+    for part in text.split(";"):
+        topic, colon, partitions = part.rpartition(":")
+        if colon and _GROUP.fullmatch(partitions):
+            flat.extend(f"{topic}:{entry}" for entry in partitions.split(","))
+        else:
+            flat.append(part)
+    return ";".join(flat)
 
 
 def parse_position(

@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.envelope import CloudEvent, new_event
 from common.service import Beat
-from gateway.positions import decode_position
+from gateway.positions import decode_position, encode_position, parse_position
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 from tests.brokers import KafkaBroker
@@ -318,3 +320,19 @@ async def test_tokens_scopes_tlp_and_filters_hold_in_kafka_mode(
             )
         (shown,) = report.json()["beats"]
         assert set(shown["rates"]) <= {"reports"} and "kafka" not in shown
+
+
+@given(
+    positions=st.dictionaries(
+        st.from_regex(r"[a-z]{1,6}(/[a-z:]{1,8}:[0-9]{1,2})?", fullmatch=True),
+        st.integers(min_value=-1, max_value=2**40),
+        max_size=12,
+    )
+)
+def test_positions_survive_the_opaque_id(positions: dict[str, int]) -> None:
+    raw = encode_position(positions.items())
+    assert raw.startswith("k") and "=" not in raw and ";" not in raw
+    labels = list(positions)
+    partitions = frozenset(label for label in labels if ":" in label)
+    if positions:
+        assert parse_position(raw, labels, partitions=partitions) == positions

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -180,7 +181,9 @@ async def test_two_beats_two_gateways_kills_and_moves_lose_nothing(
         await one.read(gateway_b.base, until=TOTAL)
         await after_kill
     curl = await run_documented_curl(gateway_a)
-    print(f"\nSCALE {TOTAL} messages; beat replica killed with {in_flight} in flight")
+    dropped = await duplicates_dropped(gateway_a)
+    print(f"\nSCALE {TOTAL} messages; beat replica killed with {in_flight} in flight; "
+          f"gateway A dropped {dropped} redelivered records")  # fmt: skip
     for reader in (one, two):
         tally = reader.tally()
         print(tally.line().replace("REPLICAS", "SCALE") + f", gap signals {reader.gaps}")
@@ -197,3 +200,12 @@ async def run_documented_curl(gateway: ServiceProcess) -> str:
         subprocess.run, [*words, "--max-time", "3"], capture_output=True, text=True, check=False
     )
     return done.stdout
+
+
+async def duplicates_dropped(gateway: ServiceProcess) -> int:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{gateway.base}/metrics")).text
+    found = re.search(
+        r'^beats_gateway_kafka_duplicates_total\{beat="hivemq"\} ([0-9.e+]+)$', text, re.M
+    )
+    return int(float(found.group(1))) if found else 0
