@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Iterable
 
@@ -34,16 +35,20 @@ def encode_position(pairs: Iterable[tuple[str, int]]) -> str:
     partitions of one topic grouped (``hivemq/messages:0=17,1=20;fiware/entities:0=3``)."""
     topics: dict[str, list[str]] = {}
     for label, value in pairs:
-        topic, colon, partition = label.rpartition(":")
-        if colon and partition.isdigit():
-            topics.setdefault(topic + ":", []).append(f"{partition}={value}")
-        else:
-            topics.setdefault(label, []).append(str(value))
-    text = ";".join(
-        f"{key}{','.join(values)}" if key.endswith(":") else f"{key}={values[0]}"
-        for key, values in topics.items()
-    )
+        key, entry = _split(label)
+        topics.setdefault(key, []).append(f"{entry}{value}")
+    text = ";".join(key + ",".join(entries) for key, entries in topics.items())
     return "k" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(label: str) -> tuple[str, str]:
+    """(group, entry prefix): ``("hivemq/messages:", "0=")`` for a partition's label,
+    ``("hivemq", "=")`` for another."""
+    topic, colon, partition = label.rpartition(":")
+    if colon and partition.isdigit():
+        return topic + ":", partition + "="
+    return label, "="
 
 
 def decode_position(raw: str) -> str:
