@@ -9,9 +9,10 @@ send time; ``clients`` SSE clients (raw sockets) read ``/streams/hivemq`` and re
 * **url** (the baseline): one gateway reading the beat's SSE stream;
 * **kafka_1**: one gateway in Kafka mode;
 * **kafka_2**: two gateways in Kafka mode, half of the clients on each.
-* **ingest**: ``backlog`` records produced into a topic beforehand, read by one client with
-  ``last_event_id=0`` through a Kafka-mode gateway, against a bare aiokafka consumer that
-  parses the same records (the baseline): the rate one replica reads a beat's topics at.
+* **ingest**: ``backlog`` records produced as fast as a bare producer can while one live client
+  reads them through a Kafka-mode gateway, then replayed to a client (``last_event_id=0``);
+  the baseline is a bare aiokafka consumer parsing the same records: the rate one replica
+  reads a beat's topics at.
 
 Reported per phase: delivered fraction, p50/p99 latency (source to client: the Kafka phases
 include the beat's forwarder and the broker), the gateways' CPU per delivered event and their
@@ -27,6 +28,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,15 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.gateway_fanout import _close, _connect_all, _cpu_seconds, _idle, _raise_fd_limit, _read
+from bench.gateway_fanout import (
+    _Client,
+    _close,
+    _connect_all,
+    _cpu_seconds,
+    _idle,
+    _raise_fd_limit,
+    _read,
+)
 from bench.gateway_fanout import _rss as rss
 from common.envelope import new_event
 from tests.brokers import KafkaBroker, MosquittoBroker
@@ -91,25 +101,35 @@ async def _phase(
     }
 
 
-async def _backlog(bootstrap: str, topic: str, count: int) -> None:
-    """``count`` structured CloudEvents of about 300 bytes, as a beat's forwarder makes them."""
+async def _topic(bootstrap: str, topic: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 3, 1)])
     finally:
         await admin.close()
+
+
+def _records(count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` structured CloudEvents of about 300 bytes (key, value), as a beat makes them."""
+    records = []
+    for n in range(count):
+        key = f"bench/{n % 12}"
+        event = new_event(
+            beat="hivemq", type="beats.hivemq.message", source="mqtt://bench", channel="bulk",
+            partitionkey=key, subject=key,
+            data={"sent": 0.0, "n": n, "temperature": 21.5, "humidity": 40.1},
+        )  # fmt: skip
+        records.append((key.encode(), event.model_dump_json(exclude_none=True).encode()))
+    return records
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
-        for n in range(count):
-            event = new_event(
-                beat="hivemq", type="beats.hivemq.message", source="mqtt://bench",
-                channel="bulk", partitionkey=f"bench/{n % 12}", subject=f"bench/{n % 12}",
-                data={"sent": 0.0, "n": n, "temperature": 21.5, "humidity": 40.1},
-            )  # fmt: skip
-            value = event.model_dump_json(exclude_none=True).encode()
-            await producer.send(topic, value, key=f"bench/{n % 12}".encode())
+        for key, value in records:
+            await producer.send(topic, value, key=key)
         await producer.flush()
     finally:
         await producer.stop()
@@ -129,29 +149,50 @@ async def _bare_consumer(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def _ingest(gateway: ServiceProcess, bootstrap: str, count: int) -> dict[str, float]:
-    assert gateway.process is not None
-    pid = gateway.process.pid
-    await _backlog(bootstrap, "beats.hivemq.bulk", count)
-    await asyncio.sleep(3.0)  # the gateway finds the topic (metadata read every 2 s)
-    bare = _bare_consumer(bootstrap, "beats.hivemq.bulk", count)
-    bare_seconds = await bare
-    (client,) = await _connect_all(gateway.port, "/streams/hivemq/bulk?last_event_id=0", 1)
-    cpu, start = _cpu_seconds(pid), time.perf_counter()
+async def _events(client: _Client, count: int) -> int:
+    """Read the client's stream until ``count`` events arrived (or it ends)."""
     assert client.reader is not None
     seen, tail, mark = 0, b"", b"\nevent: beats.hivemq.message\n"
     while seen < count and (chunk := await client.reader.read(1 << 20)):
         joined = tail + chunk  # a mark may straddle two reads
         seen += joined.count(mark)
         tail = joined[-(len(mark) - 1) :]
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pid) - cpu
-    _close([client])
+    return seen
+
+
+async def _timed(pid: int, reading: Awaitable[int]) -> tuple[int, float, float]:
+    """(events, seconds, CPU seconds of ``pid``) of ``reading``."""
+    cpu, start = _cpu_seconds(pid), time.perf_counter()
+    seen = await reading
+    return seen, time.perf_counter() - start, _cpu_seconds(pid) - cpu
+
+
+async def _ingest(gateway: ServiceProcess, bootstrap: str, count: int) -> dict[str, float]:
+    """A live client while ``count`` records are produced as fast as a bare producer can,
+    then a client replaying them all (``last_event_id=0``), against a bare consumer."""
+    assert gateway.process is not None
+    pid, topic, records = gateway.process.pid, "beats.hivemq.bulk", _records(count)
+    await _topic(bootstrap, topic)
+    await asyncio.sleep(3.0)  # the gateway finds the topic (metadata read every 2 s)
+    (live,) = await _connect_all(gateway.port, "/streams/hivemq/bulk", 1)
+    await asyncio.sleep(1.0)  # its partitions assigned, at their end
+    producing = asyncio.create_task(_produce(bootstrap, topic, records))
+    live_seen, live_s, live_cpu = await _timed(pid, _events(live, count))
+    await producing
+    _close([live])
+    bare_s = await _bare_consumer(bootstrap, topic, count)
+    (replay,) = await _connect_all(gateway.port, "/streams/hivemq/bulk?last_event_id=0", 1)
+    replay_seen, replay_s, replay_cpu = await _timed(pid, _events(replay, count))
+    _close([replay])
     return {
         "records": count,
-        "bare_per_s": int(count / bare_seconds),
-        "gateway_per_s": int(seen / seconds),
-        "cpu_us_per_record": round(cpu * 1e6 / max(1, seen), 2),
-        "ratio_rate": round(bare_seconds / seconds, 3),
+        "bare_consumer_per_s": int(count / bare_s),
+        "live_per_s": int(live_seen / live_s),
+        "live_cpu_us_per_record": round(live_cpu * 1e6 / max(1, live_seen), 2),
+        "replay_per_s": int(replay_seen / replay_s),
+        "replay_cpu_us_per_record": round(replay_cpu * 1e6 / max(1, replay_seen), 2),
+        "ratio_live": round(bare_s / live_s, 3),
+        "ratio_replay": round(bare_s / replay_s, 3),
     }
 
 
