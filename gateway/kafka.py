@@ -64,6 +64,10 @@ PartitionKey = tuple[str, str, int]
 
 _POLL_MS = 500
 _MAX_RECORDS = 2000
+_BURST = 250
+"""Records handed to the clients between two turns of the event loop: a backlog arrives in
+large fetches, and clients' writers must drain between bursts (a queue of --client-queue-size
+events that is taken as fast as it fills never overflows)."""
 
 
 def partition_label(key: PartitionKey) -> str:
@@ -300,7 +304,7 @@ class KafkaReader:
                     await asyncio.wait_for(self._changed.wait(), next_refresh - loop.time())
                 continue
             try:
-                batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
+                batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_BURST)
             except OffsetOutOfRangeError:
                 await self._out_of_range(consumer)
                 continue
@@ -308,6 +312,7 @@ class KafkaReader:
                 partition = self._partitions.get(tp)
                 for record in records if partition is not None else ():
                     partition.take(record)  # type: ignore[union-attr]
+            await asyncio.sleep(0)  # the clients' writers take the burst
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
         """Read every partition with clients, each from the position after its head (a new

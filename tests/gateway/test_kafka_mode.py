@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,42 @@ def test_positions_survive_the_opaque_id(positions: dict[str, int]) -> None:
     partitions = frozenset(label for label in labels if ":" in label)
     if positions:
         assert parse_position(raw, labels, partitions=partitions) == positions
+
+
+def produce_blocking(bootstrap: str, start: int, count: int) -> None:
+    """Produce ``count`` readings from this thread, in an event loop of its own."""
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        await producer.start()
+        try:
+            for event in readings(count, start=start):
+                value = json.dumps(event.model_dump(mode="json", exclude_none=True)).encode()
+                await producer.send(TOPIC, value, key=event.partitionkey.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
+async def test_a_burst_from_kafka_does_not_overflow_a_client_that_keeps_up(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """A backlog arrives in large fetches; the clients' writers drain between bursts, so a
+    live client with the default queue (1,000 events) takes 5,000 records produced at once."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
+        await ready(base)
+        await beat.pipeline.commit(readings(3))
+        await in_kafka(beat, gateway)
+        live = asyncio.create_task(read_sse(f"{base}/streams/test", count=5000, timeout=60))
+        await eventually(lambda: len(gateway.clients) == 1, what="the client")
+        await eventually(lambda: all(u.connected for u in gateway.pool.all()), what="assigned")
+        # the gateway's event loop is held while another thread produces the records: it
+        # then finds them all at once, in fetches of thousands
+        thread = threading.Thread(target=produce_blocking, args=(kafka.bootstrap, 3, 5000))
+        thread.start()
+        thread.join()  # blocks this event loop, which is the gateway's too, on purpose
+        assert sorted(numbers(await live)) == list(range(3, 5003))
+        assert gateway.metrics.overflow._value.get() == 0
