@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,8 +42,9 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from common.kafka import client_options
 from common.supervise import Backoff
-from gateway.frames import GAP_EVENT, Frame, Gap
+from gateway.frames import Frame
 from gateway.metrics import GatewayMetrics
+from gateway.records import RecentIds, gap_frame, record_frame
 from gateway.ring import RingStream
 from gateway.settings import GatewaySettings
 
@@ -73,51 +72,6 @@ events that is taken as fast as it fills never overflows)."""
 def partition_label(key: PartitionKey) -> str:
     beat, channel, partition = key
     return f"{beat}/{channel}:{partition}"
-
-
-def record_frame(record: ConsumerRecord[bytes, bytes]) -> Frame | None:
-    """The frame of a record holding a structured CloudEvent (``None`` for anything else)."""
-    try:
-        text = (record.value or b"").decode()
-        event = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return None
-    frame = Frame(record.offset, event["type"], text)
-    frame._event = event
-    return frame
-
-
-def gap_frame(label: str, requested: int, resumed_after: int, reason: str) -> Frame:
-    gap = Gap(requested, resumed_after, reason)
-    body = {"stream": label, "requested": requested, "resumed_after": resumed_after,
-            "reason": reason}  # fmt: skip
-    return Frame(None, GAP_EVENT, json.dumps(body), gap)
-
-
-class RecentIds:
-    """The CloudEvent ids of the last ``size`` events (``size`` 0: remembers nothing)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._order: deque[str] = deque()
-        self._seen: set[str] = set()
-
-    def seen(self, frame: Frame) -> bool:
-        """Whether ``frame``'s id is among the recent ones; remembers it if not."""
-        if self.size == 0:
-            return False
-        event_id = frame.event().get("id")
-        if not isinstance(event_id, str):
-            return False
-        if event_id in self._seen:
-            return True
-        self._order.append(event_id)
-        self._seen.add(event_id)
-        if len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
-        return False
 
 
 class KafkaPartition(RingStream):
@@ -310,8 +264,9 @@ class KafkaReader:
                 continue
             for tp, records in batches.items():
                 partition = self._partitions.get(tp)
-                for record in records if partition is not None else ():
-                    partition.take(record)  # type: ignore[union-attr]
+                if partition is not None:
+                    for record in records:
+                        partition.take(record)
             await asyncio.sleep(0)  # the clients' writers take the burst
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:

@@ -123,6 +123,11 @@ def test_the_overlay_renders_the_base_and_every_file_of_its_own() -> None:
         ("HorizontalPodAutoscaler", "gateway"),
         ("PodDisruptionBudget", "gateway"),
         ("PodDisruptionBudget", "hivemq-beat"),
+        ("Deployment", "gateway-hivemq"),
+        ("Service", "gateway-hivemq"),
+        ("HorizontalPodAutoscaler", "gateway-hivemq"),
+        ("PodDisruptionBudget", "gateway-hivemq"),
+        ("Ingress", "gateway"),
     }
     assert {d["metadata"].get("namespace") for d in scaled()} - {None} == {"works-beats"}
 
@@ -140,28 +145,46 @@ def test_the_scaled_workloads_keep_probes_resources_and_settings() -> None:
     assert int(config["BEATS_KAFKA_PARTITIONS"]) >= 3
 
 
-def test_the_gateway_reads_every_beat_from_kafka_under_an_autoscaler() -> None:
-    gateway = scaled_object("Deployment", "gateway")
+GROUPS = ("gateway", "gateway-hivemq")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_each_gateway_group_reads_its_beats_from_kafka_under_an_autoscaler(group: str) -> None:
+    gateway = scaled_object("Deployment", group)
     variables = env(gateway)
     assert variables["BEATS_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert variables["BEATS_KAFKA_TOPIC_PREFIX"] == "beats"
-    named = variables["BEATS_BEAT"].split(",")
-    assert sorted(named) == sorted(b for b in RUN if b != "gateway")  # names: no =URL
+    assert all("=" not in name for name in variables["BEATS_BEAT"].split(","))  # Kafka mode
     assert "replicas" not in gateway["spec"], "the autoscaler owns the replica count"
     (container,) = gateway["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["requests"]["cpu"], "CPU utilisation needs a CPU request"
 
-    autoscaler = scaled_object("HorizontalPodAutoscaler", "gateway")
+    autoscaler = scaled_object("HorizontalPodAutoscaler", group)
     assert autoscaler["apiVersion"] == "autoscaling/v2"
     target = autoscaler["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", "gateway")
+    assert (target["kind"], target["name"]) == ("Deployment", group)
     assert 2 <= autoscaler["spec"]["minReplicas"] < autoscaler["spec"]["maxReplicas"]
     (metric,) = autoscaler["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"]["type"] == "Utilization"
+    service = scaled_object("Service", group)
+    assert service["spec"]["selector"] == gateway["spec"]["template"]["metadata"]["labels"]
 
 
-@pytest.mark.parametrize("name", ["gateway", "hivemq-beat"])
+def test_every_beat_is_read_by_one_group_and_the_ingress_routes_its_streams_there() -> None:
+    groups = {g: env(scaled_object("Deployment", g))["BEATS_BEAT"].split(",") for g in GROUPS}
+    named = [beat for beats in groups.values() for beat in beats]
+    assert sorted(named) == sorted(b for b in RUN if b != "gateway"), "each beat once"
+    (rule,) = scaled_object("Ingress", "gateway")["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert routes["/"] == "gateway"
+    for group, beats in groups.items():
+        for beat in beats:
+            path = f"/streams/{beat}"
+            assert routes.get(path, routes["/"]) == group, path
+
+
+@pytest.mark.parametrize("name", ["gateway", "gateway-hivemq", "hivemq-beat"])
 def test_a_disruption_budget_covers_the_replicated_workloads(name: str) -> None:
     budget = scaled_object("PodDisruptionBudget", name)["spec"]
     assert ("maxUnavailable" in budget) != ("minAvailable" in budget)

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from gateway.settings import GatewaySettings
+from tests.brokers import KafkaBroker
 from tests.browser import chromium, needs_chromium
 from tests.gateway.support import beat_named, gateway_settings, hivemq_readings, run_gateway
-from tests.support import run_beat
+from tests.support import free_port, run_beat
 
 pytestmark = needs_chromium
 
@@ -72,11 +75,26 @@ def _browse(url: str, tmp_shot: Path) -> dict[str, Any]:
         return seen
 
 
-async def test_dashboard_shows_live_data_in_chromium(tmp_path: Path) -> None:
-    beat = beat_named(tmp_path, "hivemq")
+@pytest.mark.parametrize("mode", ["url", "kafka"])
+async def test_dashboard_shows_live_data_in_chromium(
+    tmp_path: Path, mode: str, request: pytest.FixtureRequest
+) -> None:
+    """The same page whether the gateway reads the beat (URL mode) or its topics (Kafka)."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text('tokens:\n  - {name: dev, token: dev-token, scopes: ["*"]}\n')
-    settings = gateway_settings({"hivemq": beat}, tokens_file=tokens, status_interval=0.5)
+    if mode == "kafka":
+        kafka: KafkaBroker = request.getfixturevalue("kafka")
+        beat = beat_named(
+            tmp_path, "hivemq", kafka_bootstrap=kafka.bootstrap, kafka_partitions=3,
+            kafka_idempotence=False,
+        )  # fmt: skip
+        settings = GatewaySettings(
+            port=free_port(), beat=["hivemq"], kafka_bootstrap=kafka.bootstrap,
+            tokens_file=tokens, status_interval=0.5,
+        )  # fmt: skip
+    else:
+        beat = beat_named(tmp_path, "hivemq")
+        settings = gateway_settings({"hivemq": beat}, tokens_file=tokens, status_interval=0.5)
     async with run_beat(beat), run_gateway(settings) as (_, base), sensor_traffic(beat):
         async with httpx.AsyncClient() as http:
             page = await http.get(f"{base}/")
