@@ -52,6 +52,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.beats = settings.beats
+        self._kafka_beats = frozenset(settings.kafka_beats)
         self.metrics = GatewayMetrics()
         entries = load_tokens(settings.tokens_file) if settings.tokens_file else None
         self.auth = Authenticator(entries)
@@ -164,7 +165,8 @@ class Gateway:
         )  # fmt: skip
 
     def in_kafka(self, beat: str) -> bool:
-        return self.kafka is not None and self.settings.beats.get(beat, "") is None
+        """Whether ``beat`` is read from its Kafka topics (named without a URL)."""
+        return beat in self._kafka_beats
 
     async def channel_known(self, beat: str, channel: str) -> bool | None:
         """Whether ``beat`` has ``channel`` (``None``: its channels are not known yet, the beat

@@ -3,24 +3,36 @@ count of what the union of several replicas' feeds lost and duplicated."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomqtt
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.brokers import MosquittoBroker
 from tests.processes import ServiceProcess
 from tests.support import eventually
 
-__all__ = ["RoundRobin", "Tally", "beat_state", "kill_with_messages_in_flight"]
+__all__ = [
+    "RoundRobin",
+    "Tally",
+    "beat_state",
+    "kill_one_mid_stream",
+    "kill_with_messages_in_flight",
+    "steady_stream",
+]
 
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
@@ -116,4 +128,46 @@ async def kill_with_messages_in_flight(victim: ServiceProcess, data_dir: Path) -
     finally:
         lock.execute("ROLLBACK")
         lock.close()
+    return in_flight
+
+
+@contextlib.asynccontextmanager
+async def steady_stream(
+    broker: MosquittoBroker, prefix: str, total: int, *, topics: int
+) -> AsyncIterator[asyncio.Task[None]]:
+    """``total`` QoS 1 messages ``{"n": n}`` on ``<prefix>/<n % topics>`` (MQTT 5), one every
+    2 ms, sent by a task while the block runs; the block's end waits for the last."""
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
+    ) as client:
+
+        async def send_all() -> None:
+            for n in range(total):
+                await client.publish(f"{prefix}/{n % topics}", json.dumps({"n": n}), qos=1)
+                await asyncio.sleep(0.002)  # a steady stream, not a synchronisation
+
+        task = asyncio.create_task(send_all())
+        yield task
+        await task
+
+
+async def kill_one_mid_stream(replicas: list[ServiceProcess], data_dir: Path) -> int:
+    """Once both replicas commit, ``kill -9`` the first while it holds messages it has not
+    committed (:func:`kill_with_messages_in_flight`, ``data_dir`` its log's directory); once
+    the other has carried on, restart it with its client id and data directory. Returns how
+    many messages it had in flight."""
+    victim, other = replicas
+
+    async def both_busy() -> bool:
+        return min([(await beat_state(p.base))["head"] for p in replicas]) >= 100
+
+    await eventually(both_busy, timeout=60, what="both replicas committing")
+    in_flight = await kill_with_messages_in_flight(victim, data_dir)
+    at_kill = (await beat_state(other.base))["head"]
+
+    async def carries_on() -> bool:
+        return (await beat_state(other.base))["head"] >= at_kill + 100
+
+    await eventually(carries_on, timeout=60, what="the other replica carrying on")
+    await asyncio.to_thread(victim.start)
     return in_flight

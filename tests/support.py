@@ -175,7 +175,10 @@ class IdleSource:
         await asyncio.Event().wait()
 
 
-def make_events(count: int, *, start: int = 0, channel: str = "c", pad: int = 0) -> list[Any]:
+def make_events(
+    count: int, *, start: int = 0, channel: str = "c", pad: int = 0, keys: int | None = None
+) -> list[Any]:
+    """Events numbered ``data.n``; ``keys``: that many partition keys in turn (else one each)."""
     from common.envelope import new_event
 
     return [
@@ -184,7 +187,7 @@ def make_events(count: int, *, start: int = 0, channel: str = "c", pad: int = 0)
             type="beats.test.thing",
             source="test://",
             channel=channel,
-            partitionkey=f"k{n}",
+            partitionkey=f"k{n if keys is None else n % keys}",
             subject=f"s{n}",
             data={"n": n, "pad": "x" * pad},
         )

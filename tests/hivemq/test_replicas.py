@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer
 from common.client import subscribe
 from common.envelope import CloudEvent
 from tests.brokers import KafkaBroker, MosquittoBroker
-from tests.hivemq.test_mqtt_beat import hivemq_beat, publisher
+from tests.hivemq.test_mqtt_beat import hivemq_beat
 from tests.processes import ServiceProcess
-from tests.replicas import Tally, beat_state, kill_with_messages_in_flight
+from tests.replicas import Tally, beat_state, kill_one_mid_stream, steady_stream
 from tests.support import eventually, free_port, run_beat
 
 TOTAL = 2000
@@ -84,33 +84,11 @@ async def _kafka_numbers(bootstrap: str, *, timeout: float = 60) -> list[int]:
 async def test_replicas_share_the_feed_and_a_kill_9_loses_nothing(
     replicas: list[ServiceProcess], mosquitto: MosquittoBroker, kafka: KafkaBroker, tmp_path: Path
 ) -> None:
-    a, b = replicas
     for process in replicas:
         await asyncio.to_thread(process.start)
-    async with publisher(mosquitto, v5=True) as client:
-
-        async def send_all() -> None:
-            for n in range(TOTAL):
-                await client.publish(f"replica/{n % 7}", json.dumps({"n": n}), qos=1)
-                await asyncio.sleep(0.002)  # a steady stream, not a synchronisation
-
-        sending = asyncio.create_task(send_all())
-
-        async def both_busy() -> bool:
-            heads = [(await beat_state(p.base))["head"] for p in replicas]
-            return min(heads) >= 100
-
-        await eventually(both_busy, timeout=30, what="both replicas committing")
-        in_flight = await kill_with_messages_in_flight(a, tmp_path / "a")
-        b_at_kill = (await beat_state(b.base))["head"]
-
-        async def b_carries_on() -> bool:
-            return (await beat_state(b.base))["head"] >= b_at_kill + 100
-
-        await eventually(b_carries_on, timeout=30, what="the other replica carrying on")
+    async with steady_stream(mosquitto, "replica", TOTAL, topics=7) as sending:
+        in_flight = await kill_one_mid_stream(replicas, tmp_path / "a")  # restarted with its id
         assert not sending.done(), "the kill and the takeover must happen mid-stream"
-        await asyncio.to_thread(a.start)  # same client id, same data directory
-        await sending
     kafka_numbers = await _kafka_numbers(kafka.bootstrap)
     logs = [await _log_numbers(p.base) for p in replicas]
     sse = Tally.of("SSE (union of both logs)", range(TOTAL), *logs)

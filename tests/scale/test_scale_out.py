@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +32,8 @@ from httpx_sse import aconnect_sse
 
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.docs.examples import ROOT, blocks, commands
-from tests.hivemq.test_mqtt_beat import publisher
 from tests.processes import ServiceProcess
-from tests.replicas import Tally, beat_state, kill_with_messages_in_flight
+from tests.replicas import Tally, kill_one_mid_stream, steady_stream
 from tests.support import eventually, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
@@ -125,38 +124,6 @@ class Reader:
         return Tally.of(f"client {self.name}", range(TOTAL), self.numbers)
 
 
-@contextlib.asynccontextmanager
-async def publishing(mosquitto: MosquittoBroker) -> AsyncIterator[asyncio.Task[None]]:
-    async with publisher(mosquitto, v5=True) as client:
-
-        async def send_all() -> None:
-            for n in range(TOTAL):
-                await client.publish(f"scale/{n % 11}", json.dumps({"n": n}), qos=1)
-                await asyncio.sleep(0.002)  # a steady stream, not a synchronisation
-
-        task = asyncio.create_task(send_all())
-        yield task
-        await task
-
-
-async def kill_a_beat_mid_stream(beats: list[ServiceProcess], tmp_path: Path) -> int:
-    a, b = beats
-
-    async def both_busy() -> bool:
-        return min([(await beat_state(p.base))["head"] for p in beats]) >= 100
-
-    await eventually(both_busy, timeout=60, what="both beat replicas committing")
-    in_flight = await kill_with_messages_in_flight(a, tmp_path / "a")
-    at_kill = (await beat_state(b.base))["head"]
-
-    async def b_carries_on() -> bool:
-        return (await beat_state(b.base))["head"] >= at_kill + 100
-
-    await eventually(b_carries_on, timeout=60, what="the other beat replica carrying on")
-    await asyncio.to_thread(a.start)  # same client id, same data directory
-    return in_flight
-
-
 async def test_two_beats_two_gateways_kills_and_moves_lose_nothing(
     beats: list[ServiceProcess],
     gateways: list[ServiceProcess],
@@ -167,10 +134,10 @@ async def test_two_beats_two_gateways_kills_and_moves_lose_nothing(
         await asyncio.to_thread(process.start)
     gateway_a, gateway_b = gateways
     one, two = Reader("1 (A, then B)"), Reader("2 (B, killed, then A)")
-    async with publishing(mosquitto) as sending:
+    async with steady_stream(mosquitto, "scale", TOTAL, topics=11) as sending:
         first_half = asyncio.create_task(one.read(gateway_a.base, until=TOTAL // 2))
         before_kill = asyncio.create_task(two.read(gateway_b.base, until=TOTAL))
-        in_flight = await kill_a_beat_mid_stream(beats, tmp_path)
+        in_flight = await kill_one_mid_stream(beats, tmp_path / "a")
         await eventually(lambda: len(two.numbers) >= TOTAL // 3, timeout=60, what="client 2")
         gateway_b.kill()  # kill -9 mid-stream
         await before_kill
