@@ -181,8 +181,8 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         openapi_extra=FILTER_PARAMETERS,
         description="Every beat the token may read, merged (SSE). Each message's id is the "
         "position vector label=seq;label=seq (label: the beat, or beat/channel for a token "
-        "scoped to channels); resume with it as Last-Event-ID, or with 0 for everything. "
-        + _FILTERS,
+        "scoped to channels; opaque when a beat is read from Kafka); resume with it as "
+        "Last-Event-ID, or with 0 for everything. " + _FILTERS,
     )
     async def merged(
         request: Request,
