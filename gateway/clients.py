@@ -151,6 +151,10 @@ class Subscription:
         start = cursor
         async with self.upstream.replay(cursor) as frames:
             async for frame in frames:
+                if not frame.type and self.floor is None and self.upstream.head is not None:
+                    # a replay caught up (a marker) and nothing was offered yet: every event
+                    # after the upstream's head will be, so the held events start there
+                    self.floor = self.upstream.head
                 if frame.gap is not None:
                     cursor = frame.gap.resumed_after
                 elif self.floor is not None and frame.seq is not None and frame.seq > self.floor:

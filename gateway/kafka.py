@@ -155,6 +155,8 @@ class KafkaReader:
         self._partitions: dict[TopicPartition, KafkaPartition] = {}
         self._ends: dict[TopicPartition, int] = {}
         self._changed = asyncio.Event()
+        self._closing: set[asyncio.Future[Any]] = set()
+        """Closes given up on (see :meth:`_close`), kept referenced until they end."""
 
     # -- topics --------------------------------------------------------------------------------
 
@@ -223,10 +225,8 @@ class KafkaReader:
             except (KafkaError, OSError, TimeoutError) as exc:
                 self._lost(exc)
             finally:
-                with contextlib.suppress(Exception):
-                    await self._bounded(consumer.stop())
-                with contextlib.suppress(Exception):
-                    await self._bounded(admin.close())
+                await self._close(consumer.stop())
+                await self._close(admin.close())
             self.metrics.kafka_reconnects.inc()
             await asyncio.sleep(backoff.next())
 
@@ -348,6 +348,20 @@ class KafkaReader:
     async def _bounded(self, call: Awaitable[_T]) -> _T:
         return await asyncio.wait_for(call, self.timeout)
 
+    async def _close(self, closing: Awaitable[None]) -> None:
+        """Wait for a consumer's or admin client's close at most ``--kafka-timeout``. One that
+        takes longer (aiokafka's consumer can hang in ``stop()`` once the broker is gone, and
+        ignore the cancellation ``wait_for`` would send) is left to end in the background, so
+        that the reader reconnects."""
+        task = asyncio.ensure_future(closing)
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if not done:
+            _log.info("kafka: a client did not close within %.1f s; left to close", self.timeout)
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif not task.cancelled() and task.exception() is not None:
+            _log.debug("kafka: closing a client: %s", task.exception())
+
     # -- replays -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -366,8 +380,7 @@ class KafkaReader:
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BeatError(f"kafka {partition.label}: {exc or type(exc).__name__}") from exc
         finally:
-            with contextlib.suppress(Exception):
-                await self._bounded(consumer.stop())
+            await self._close(consumer.stop())
 
     async def _replayed(
         self, consumer: AIOKafkaConsumer, partition: KafkaPartition, after: int
@@ -396,9 +409,13 @@ class KafkaReader:
                 yield gap_frame(partition.label, start - 1, held.start - 1, reason)
                 consumer.seek(tp, start := held.start)
                 continue
-            for record in batch.get(tp, ()):
+            records = batch.get(tp, [])
+            for record in records:
                 frame = self.checked(partition, record, recent)
                 yield frame if frame is not None else Frame.marker(record.offset)
+            start = records[-1].offset + 1 if records else start
+            if not records and partition.head is not None and start - 1 >= partition.head:
+                yield Frame.marker(start - 1)  # caught up with the live partition
 
     async def _holds(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
         """Whether ``tp`` holds a record at ``offset``: a position at or past the end offset
