@@ -23,12 +23,13 @@ from starlette.routing import Route
 
 from tests.brokers import MosquittoBroker
 from tests.processes import ServiceProcess
-from tests.support import eventually
+from tests.support import eventually, free_port
 
 __all__ = [
     "RoundRobin",
     "Tally",
     "beat_state",
+    "hivemq_replicas",
     "kill_one_mid_stream",
     "kill_with_messages_in_flight",
     "steady_stream",
@@ -171,3 +172,19 @@ async def kill_one_mid_stream(replicas: list[ServiceProcess], data_dir: Path) ->
     await eventually(carries_on, timeout=60, what="the other replica carrying on")
     await asyncio.to_thread(victim.start)
     return in_flight
+
+
+def hivemq_replicas(
+    tmp_path: Path, mqtt_url: str, bootstrap: str, *, group: str, version: str = "5"
+) -> list[ServiceProcess]:
+    """Two HiveMQ beat processes (not started) on one ``$share/beats/<group>/#`` subscription,
+    each with its client id and data directory, producing into 3-partition topics."""
+    made = []
+    for name in ("a", "b"):
+        args = ["run", "hivemq", "--mqtt-url", mqtt_url,
+                "--mqtt-topic", f"$share/beats/{group}/#", "--mqtt-version", version,
+                "--mqtt-client-id", f"beats-hivemq-{name}", "--data-dir", str(tmp_path / name),
+                "--kafka-bootstrap", bootstrap, "--no-kafka-idempotence",
+                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
+        made.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"beat-{name}.log"))
+    return made

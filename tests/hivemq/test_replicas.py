@@ -21,8 +21,8 @@ from common.envelope import CloudEvent
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.hivemq.test_mqtt_beat import hivemq_beat
 from tests.processes import ServiceProcess
-from tests.replicas import Tally, beat_state, kill_one_mid_stream, steady_stream
-from tests.support import eventually, free_port, run_beat
+from tests.replicas import Tally, beat_state, hivemq_replicas, kill_one_mid_stream, steady_stream
+from tests.support import eventually, run_beat
 
 TOTAL = 2000
 TOPIC = "beats.hivemq.messages"
@@ -33,14 +33,9 @@ def replicas(
     tmp_path: Path, mosquitto: MosquittoBroker, kafka: KafkaBroker, request: pytest.FixtureRequest
 ) -> Iterator[list[ServiceProcess]]:
     version: str = request.param
-    made = []
-    for name in ("a", "b"):
-        args = ["run", "hivemq", "--mqtt-url", mosquitto.url,
-                "--mqtt-topic", "$share/beats/replica/#", "--mqtt-version", version,
-                "--mqtt-client-id", f"beats-hivemq-{name}", "--data-dir", str(tmp_path / name),
-                "--kafka-bootstrap", kafka.bootstrap, "--no-kafka-idempotence",
-                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
-        made.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"{name}.log"))
+    made = hivemq_replicas(
+        tmp_path, mosquitto.url, kafka.bootstrap, group="replica", version=version
+    )
     yield made
     for process in made:
         process.stop()

@@ -33,7 +33,7 @@ from httpx_sse import aconnect_sse
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.docs.examples import ROOT, blocks, commands
 from tests.processes import ServiceProcess
-from tests.replicas import Tally, kill_one_mid_stream, steady_stream
+from tests.replicas import Tally, hivemq_replicas, kill_one_mid_stream, steady_stream
 from tests.support import eventually, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
@@ -64,14 +64,7 @@ def as_service(line: str, *, kafka: str, log: Path) -> ServiceProcess:
 def beats(
     tmp_path: Path, mosquitto: MosquittoBroker, kafka: KafkaBroker
 ) -> Iterator[list[ServiceProcess]]:
-    made = []
-    for name in ("a", "b"):
-        args = ["run", "hivemq", "--mqtt-url", mosquitto.url,
-                "--mqtt-topic", "$share/beats/scale/#", "--mqtt-version", "5",
-                "--mqtt-client-id", f"beats-hivemq-{name}", "--data-dir", str(tmp_path / name),
-                "--kafka-bootstrap", kafka.bootstrap, "--no-kafka-idempotence",
-                "--kafka-partitions", "3", "--log-level", "warning"]  # fmt: skip
-        made.append(ServiceProcess(args, port=free_port(), log=tmp_path / f"beat-{name}.log"))
+    made = hivemq_replicas(tmp_path, mosquitto.url, kafka.bootstrap, group="scale")
     yield made
     for process in made:
         process.stop()
