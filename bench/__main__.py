@@ -25,6 +25,7 @@ from bench import (
     memory_bounds,
     mqtt_path,
     opencti_path,
+    profile,
     spark_source,
 )
 
@@ -109,12 +110,24 @@ def main() -> None:
     parser.add_argument(
         "--idle-connections", type=int, default=10_000, help="gateway fan-out: idle connections"
     )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="svg",
+        choices=["svg", "raw"],
+        help="py-spy profiles of the measured processes in bench/profiles/ (svg flame graphs, "
+        "or raw collapsed stacks)",
+    )
     parser.add_argument("--save-baseline", action="store_true", help="write bench/baseline.json")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     names = args.names or list(BENCHMARKS)
+    if args.profile:
+        if args.save_baseline:
+            parser.error("a profiled run is not saved as the baseline")
+        profile.enable(raw=args.profile == "raw")
     result = {
         "machine": machine(),
         "benchmarks": {name: asyncio.run(BENCHMARKS[name](args)) for name in names},

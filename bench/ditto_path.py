@@ -24,6 +24,7 @@ import httpx
 import websockets
 from httpx_sse import aconnect_sse
 
+from bench.profile import flame
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port
@@ -114,7 +115,8 @@ async def run(*, count: int = 10000) -> dict[str, Any]:
         emulator.start(ready=False)
         bare = await _bare(emulator.base, count)
         beat.start()
-        through = await _beat(beat.base, emulator.base, count)
+        with flame(beat.pid, "ditto_path"):
+            through = await _beat(beat.base, emulator.base, count)
     finally:
         beat.stop()
         emulator.stop()

@@ -36,6 +36,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from httpx_sse import aconnect_sse
 
+from bench.profile import flame
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port
@@ -234,7 +235,8 @@ async def run(
         bare_mqtt = await _bare_subscriber(mqtt, count, version)
         bare_kafka = await _bare_producer(kafka, count)
         beat.start()
-        through = await _beat_throughput(beat.base, mqtt, count)
+        with flame(beat.pid, f"mqtt_path_v{version}"):
+            through = await _beat_throughput(beat.base, mqtt, count)
         bare_latency = _percentiles(await _latency(None, mqtt, rate=rate, seconds=seconds))
         beat_latency = _percentiles(await _latency(beat.base, mqtt, rate=rate, seconds=seconds))
     finally:

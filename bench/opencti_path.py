@@ -22,6 +22,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from beats.opencti.scenario import Scenario
+from bench.profile import flame
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port
@@ -119,7 +120,8 @@ async def run(*, count: int = 10000) -> dict[str, Any]:
         emulator.start(ready=False)
         bare = await _bare(emulator.base, events)
         beat.start()
-        through = await _beat(beat.base, emulator.base, events)
+        with flame(beat.pid, "opencti_path"):
+            through = await _beat(beat.base, emulator.base, events)
     finally:
         beat.stop()
         emulator.stop()

@@ -15,18 +15,37 @@ callback is the same as aiomqtt's, kept here so that it can be removed and added
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 
 __all__ = ["FlowControlledClient"]
 
 
+def _size(message: aiomqtt.Message) -> int:
+    return len(message.payload) if isinstance(message.payload, bytes | bytearray) else 0
+
+
+class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's incoming queue, keeping the total payload bytes it holds (O(1) to read)."""
+
+    nbytes = 0
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        self.nbytes += _size(item)
+        super()._put(item)
+
+    def _get(self) -> aiomqtt.Message:
+        item: aiomqtt.Message = super()._get()
+        self.nbytes -= _size(item)
+        return item
+
+
 class FlowControlledClient(aiomqtt.Client):
     def __init__(
         self, *args: Any, high: int, low: int, high_bytes: int = 2**62, **kwargs: Any
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, queue_type=_CountingQueue, **kwargs)
         self.high = high
         self.low = low
         self.high_bytes = high_bytes
@@ -66,9 +85,8 @@ class FlowControlledClient(aiomqtt.Client):
         return taken
 
     def queued_bytes(self) -> int:
-        """Payload bytes waiting in the queue (aiomqtt's queue, read through its deque)."""
-        queued: Any = self._queue._queue  # type: ignore[attr-defined]
-        return sum(len(m.payload) for m in queued if isinstance(m.payload, bytes | bytearray))
+        """Payload bytes waiting in the queue."""
+        return cast(_CountingQueue, self._queue).nbytes
 
     def resume_if_drained(self) -> None:
         """Call after taking a message: reading resumes once the queue is down to ``low``
