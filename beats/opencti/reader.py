@@ -80,7 +80,8 @@ async def _lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[_
     async for chunk in chunks:
         start = 1 if pending_cr and chunk.startswith(b"\n") else 0
         pending_cr = False
-        while (end := _line_end(chunk, start)) >= 0:
+        ends = _Ends(chunk)
+        while (end := ends.after(start)) >= 0:
             line.add(chunk[start:end])
             yield line
             line = _Line(max_line)
@@ -95,6 +96,19 @@ async def _lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[_
         yield line
 
 
-def _line_end(chunk: bytes, start: int) -> int:
-    ends = [i for i in (chunk.find(b"\n", start), chunk.find(b"\r", start)) if i >= 0]
-    return min(ends, default=-1)
+class _Ends:
+    """The line ends of one chunk, found in order: each kind (``\n``, ``\r``) is searched
+    for again only once passed, so a chunk of many lines is scanned once, not once a line."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+        self.lf = chunk.find(b"\n")
+        self.cr = chunk.find(b"\r")
+
+    def after(self, start: int) -> int:
+        """The first line end at or after ``start``, or -1."""
+        if 0 <= self.lf < start:
+            self.lf = self.chunk.find(b"\n", start)
+        if 0 <= self.cr < start:
+            self.cr = self.chunk.find(b"\r", start)
+        return min((i for i in (self.lf, self.cr) if i >= 0), default=-1)
