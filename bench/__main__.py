@@ -31,6 +31,8 @@ from bench import (
 
 HERE = Path(__file__).parent
 TOLERANCE = 0.30
+LOWER_IS_BETTER = {"ratio_p99_gateway_to_bare"}
+"""``ratio_*`` figures where a rise is the regression (the others: a fall)."""
 
 
 def machine() -> dict[str, Any]:
@@ -59,22 +61,64 @@ def _flat(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _regressed(key: str, value: float, old: float) -> bool:
+    if key in LOWER_IS_BETTER:
+        return value > old * (1 + TOLERANCE)
+    return value < old * (1 - TOLERANCE)
+
+
 def regressions(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The ``ratio_*`` figures of ``result`` more than ``TOLERANCE`` worse than the baseline's
+    (``machine_load`` and every other figure are context, never compared)."""
     flagged = []
     for bench_name, figures in result["benchmarks"].items():
         old = _flat(baseline.get("benchmarks", {}).get(bench_name, {}))
         for key, value in _flat(figures).items():
-            ratio = key.rsplit(".", 1)[-1].startswith("ratio_")
+            last = key.rsplit(".", 1)[-1]
             if (
-                ratio
+                last.startswith("ratio_")
+                and not key.startswith("machine_load.")
                 and isinstance(value, int | float)
                 and isinstance(old.get(key), int | float)
-                and value < old[key] * (1 - TOLERANCE)
+                and _regressed(last, value, old[key])
             ):
+                worse = "above" if last in LOWER_IS_BETTER else "below"
                 flagged.append(
-                    f"{bench_name}.{key}: {value} < baseline {old[key]} - {TOLERANCE:.0%}"
+                    f"{bench_name}.{key}: {value} {worse} baseline {old[key]} by > {TOLERANCE:.0%}"
                 )
     return flagged
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from ``/proc/stat`` (guest time is already
+    in user time; idle and iowait are not busy)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children waited for (the services it ran)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+async def measured(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """``bench``'s figures with ``machine_load``: the load averages before and after, the busy
+    fraction of all CPUs over the run and the CPU seconds used by this benchmark (this process
+    and the services it started and waited for) and by everything else on the machine."""
+    load, (busy, total), own = os.getloadavg(), _cpu_ticks(), _own_cpu()
+    figures = await bench(args)
+    after_busy, after_total = _cpu_ticks()
+    all_cpu = (after_busy - busy) / os.sysconf("SC_CLK_TCK")
+    own = _own_cpu() - own
+    figures["machine_load"] = {
+        "loadavg_before": [round(x, 2) for x in load],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "busy_fraction": round((after_busy - busy) / max(1, after_total - total), 3),
+        "cpu_s_benchmark": round(own, 1),
+        "cpu_s_others": round(max(0.0, all_cpu - own), 1),
+    }
+    return figures
 
 
 Bench = Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
@@ -130,7 +174,7 @@ def main() -> None:
         profile.enable(raw=args.profile == "raw")
     result = {
         "machine": machine(),
-        "benchmarks": {name: asyncio.run(BENCHMARKS[name](args)) for name in names},
+        "benchmarks": {name: asyncio.run(measured(BENCHMARKS[name], args)) for name in names},
     }
     text = json.dumps(result, indent=2)
     print(text)

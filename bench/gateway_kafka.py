@@ -3,8 +3,9 @@
 Set-up (every service its own process): a private Mosquitto, tansu (a Kafka-protocol broker), the
 HiveMQ beat producing into a topic of ``partitions`` partitions (messages spread over six MQTT
 topics, so over the partitions). A publisher sends ``rate`` messages per second carrying their
-send time; ``clients`` SSE clients (raw sockets) read ``/streams/hivemq`` and record
-``receive - send`` for every event. Phases, each with the same clients and rate:
+send time; ``clients`` SSE clients (raw sockets, in a process of their own:
+``bench/sse_clients.py``) read ``/streams/hivemq`` and record ``receive - send`` for every
+event. Phases, each with the same clients and rate:
 
 * **url** (the baseline): one gateway reading the beat's SSE stream;
 * **kafka_1**: one gateway in Kafka mode;
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -36,16 +36,9 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.gateway_fanout import (
-    _Client,
-    _close,
-    _connect_all,
-    _cpu_seconds,
-    _idle,
-    _raise_fd_limit,
-    _read,
-)
+from bench.gateway_fanout import _cpu_seconds, _idle, _raise_fd_limit
 from bench.gateway_fanout import _rss as rss
+from bench.sse_clients import Client, ClientProcess, close, connect_all
 from common.envelope import new_event
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.processes import ServiceProcess
@@ -74,27 +67,24 @@ async def _phase(
 ) -> dict[str, float]:
     """``clients`` spread evenly over ``gateways``, all reading while ``rate`` events/s flow."""
     share = clients // len(gateways)
-    connected = [c for g in gateways for c in await _connect_all(g.port, "/streams/hivemq", share)]
-    readers = [asyncio.create_task(_read(c)) for c in connected]
-    pids = [g.process.pid for g in gateways if g.process is not None]
+    readers = ClientProcess(ports=[g.port for g in gateways], path="/streams/hivemq", clients=share)
+    await readers.start()
+    pids = [g.pid for g in gateways]
     cpu = sum(_cpu_seconds(pid) for pid in pids)
     sent = await _publish(mqtt_port, rate=rate, seconds=seconds)
     await asyncio.sleep(3.0)  # drain (Kafka mode: the forwarder's last batch and a fetch)
     cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
     memory = sum(rss(pid) for pid in pids)
-    _close(connected)
-    await asyncio.gather(*readers)
-    latencies = sorted(x for c in connected for x in c.latencies)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    delivered = len(latencies)
+    received = await readers.stop()
+    delivered = received["events"]
     return {
         "replicas": len(gateways),
         "clients": share * len(gateways),
         "rate": rate,
         "published": sent,
         "delivered": round(delivered / max(1, sent * share * len(gateways)), 4),
-        "p50_ms": round(quantiles[49] * 1000, 2),
-        "p99_ms": round(quantiles[98] * 1000, 2),
+        "p50_ms": received["p50_ms"],
+        "p99_ms": received["p99_ms"],
         "cpu_us_per_delivered_event": round(cpu * 1e6 / max(1, delivered), 2),
         "deliveries_per_cpu_second": int(delivered / max(cpu, 1e-6)),
         "rss_mib": round(memory / 2**20, 1),
@@ -149,7 +139,7 @@ async def _bare_consumer(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def _events(client: _Client, count: int) -> int:
+async def _events(client: Client, count: int) -> int:
     """Read the client's stream until ``count`` events arrived (or it ends)."""
     assert client.reader is not None
     seen, tail, mark = 0, b"", b"\nevent: beats.hivemq.message\n"
@@ -174,16 +164,16 @@ async def _ingest(gateway: ServiceProcess, bootstrap: str, count: int) -> dict[s
     pid, topic, records = gateway.process.pid, "beats.hivemq.bulk", _records(count)
     await _topic(bootstrap, topic)
     await asyncio.sleep(3.0)  # the gateway finds the topic (metadata read every 2 s)
-    (live,) = await _connect_all(gateway.port, "/streams/hivemq/bulk", 1)
+    (live,) = await connect_all(gateway.port, "/streams/hivemq/bulk", 1)
     await asyncio.sleep(1.0)  # its partitions assigned, at their end
     producing = asyncio.create_task(_produce(bootstrap, topic, records))
     live_seen, live_s, live_cpu = await _timed(pid, _events(live, count))
     await producing
-    _close([live])
+    close([live])
     bare_s = await _bare_consumer(bootstrap, topic, count)
-    (replay,) = await _connect_all(gateway.port, "/streams/hivemq/bulk?last_event_id=0", 1)
+    (replay,) = await connect_all(gateway.port, "/streams/hivemq/bulk?last_event_id=0", 1)
     replay_seen, replay_s, replay_cpu = await _timed(pid, _events(replay, count))
-    _close([replay])
+    close([replay])
     return {
         "records": count,
         "bare_consumer_per_s": int(count / bare_s),

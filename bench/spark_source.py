@@ -151,18 +151,15 @@ async def _connector(workdir: Path, count: int) -> dict[str, Any]:
     try:
         import fpc  # noqa: F401
 
-        from bench.fiware_path import _fpc_case, _wait_for_fpc
+        from bench.fiware_path import _fpc_case, _start_fpc, _wait_for_fpc, _write_bodies
     except ImportError:
         return {"connector_socket_per_s": None, "connector_note": "not installed"}
     port, out = free_port(), workdir / "fpc.count"
-    receiver = Path(__file__).parent / "fpc_receiver.py"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(receiver), "--port", str(port), "--socket-port", str(free_port()),
-        "--out", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    process = await _start_fpc(port, out)
     try:
         await _wait_for_fpc(port, out)
-        result = await _fpc_case(port, out, "small", 0, 8, count)
+        bodies = _write_bodies(workdir, "small", 0, count, 8)
+        result = await _fpc_case(port, out, bodies, 8, count)
     finally:
         process.kill()
         await process.wait()

@@ -21,8 +21,9 @@ ROOT = Path(__file__).parent.parent
 
 
 class ServiceProcess:
-    def __init__(self, args: list[str], *, port: int, log: Path) -> None:
+    def __init__(self, args: list[str], *, port: int, log: Path, module: str = "beats") -> None:
         self.args = args
+        self.module = module  # ``python -m <module> <args> --port <port>``
         self.port = port
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -37,7 +38,7 @@ class ServiceProcess:
         """Start and wait for ``/readyz`` (``ready``), else ``/healthz``, or for ``until()``."""
         out = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "beats", *self.args, "--port", str(self.port)],
+            [sys.executable, "-m", self.module, *self.args, "--port", str(self.port)],
             stdout=out,
             stderr=out,
             cwd=ROOT,
