@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from bench.profile import flame
 from bench.senders import send
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess
@@ -147,11 +148,13 @@ async def _start_fpc(port: int, out: Path) -> asyncio.subprocess.Process:
 
 
 async def _case(
-    *, bare: int, beat: str, fpc: tuple[int, Path], bodies: Path, senders: int, count: int
-) -> dict[str, Any]:
+    *, bare: int, beat: ServiceProcess, fpc: tuple[int, Path], bodies: Path, senders: int,
+    count: int,
+) -> dict[str, Any]:  # fmt: skip
     """One case: the bare stack (the baseline, right before), the beat, the connector."""
     stack = await _bare_case(bare, bodies, senders)
-    ours = await _beat_case(beat, bodies, senders, count)
+    with flame(beat.pid, f"fiware_path_{bodies.stem}"):
+        ours = await _beat_case(beat.base, bodies, senders, count)
     theirs = await _fpc_case(*fpc, bodies, senders, count)
     return {
         "baseline_bare_stack_per_s": round(stack["per_s"]),
@@ -188,7 +191,7 @@ async def run(*, count: int = 2000) -> dict[str, Any]:
         for case, pad, senders in CASES:
             name = f"{case}_{senders}_senders"
             results[name] = await _case(
-                bare=bare.port, beat=beat.base, fpc=(fpc_port, out), senders=senders,
+                bare=bare.port, beat=beat, fpc=(fpc_port, out), senders=senders,
                 bodies=_write_bodies(workdir, case, pad, count, senders), count=count,
             )  # fmt: skip
             print(f"fiware bench {name}: {results[name]}", file=sys.stderr, flush=True)

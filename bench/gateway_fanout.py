@@ -32,6 +32,7 @@ from typing import Any
 
 import aiomqtt
 
+from bench.profile import flame
 from bench.sse_clients import ClientProcess, close, connect_all
 from tests.brokers import MosquittoBroker
 from tests.processes import ServiceProcess
@@ -143,11 +144,12 @@ async def _phases(
     **options: Any,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """The loaded phases, the bare stack first (the baseline of the gateway's latency)."""
-    return {
-        "bare": await _loaded(bare, "/events", mqtt_port, **options),
-        "beat": await _loaded(beat, "/events", mqtt_port, **options),
-        "gateway": await _loaded(gateway, "/streams/hivemq", mqtt_port, **options),
-    }
+    phases: dict[str, dict[str, float]] = {}
+    paths = [("bare", bare, "/events"), ("beat", beat, "/events")]
+    for name, service, path in [*paths, ("gateway", gateway, "/streams/hivemq")]:
+        with flame(service.pid, f"gateway_fanout_{name}"):
+            phases[name] = await _loaded(service, path, mqtt_port, **options)
+    return phases
 
 
 async def run(
