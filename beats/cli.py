@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -159,13 +160,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(getattr(settings, "log_level", "info"), json_format=_json_logs(settings))
     grace = float(getattr(settings, "shutdown_timeout", 10.0)) + WATCHDOG_MARGIN
     try:
-        asyncio.run(_run(entry, settings, grace))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_run(entry, settings, grace))
     except Exception as exc:
         fatal = fatal_in(exc)
         if fatal is None:
             raise
         _log.error("%s", fatal)
         raise SystemExit(fatal.exit_code) from None
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the default on Linux and macOS: its socket
+    writes and callbacks cost less than asyncio's, see bench/README.md), else asyncio's;
+    ``BEATS_EVENT_LOOP=asyncio`` chooses asyncio's."""
+    if os.environ.get("BEATS_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _json_logs(settings: Any) -> bool:
