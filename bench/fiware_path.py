@@ -198,7 +198,8 @@ async def run(*, count: int = 2000) -> dict[str, Any]:
     finally:
         bare.stop()
         beat.stop()
-        fpc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have failed to start
+            fpc.kill()
         await fpc.wait()
         kafka.kill()
     return results

@@ -61,17 +61,24 @@ _IGNORED = frozenset({"search", "acks", "announcements", "streaming"})
 
 
 def normalize(
-    message: Mapping[str, Any], *, source: str, received_at: datetime | None = None
+    message: Mapping[str, Any],
+    *,
+    source: str,
+    received_at: datetime | None = None,
+    depth_checked: bool = False,
 ) -> list[CloudEvent]:
     """One decoded Ditto Protocol frame → zero or one CloudEvent; ``Rejected`` if malformed.
-    ``received_at`` is the event ``time`` when the frame has no ``timestamp``."""
+    ``received_at`` is the event ``time`` when the frame has no ``timestamp``;
+    ``depth_checked`` says the frame was decoded by :func:`common.jsonsafe.loads`, which
+    already bounds its nesting (else the whole frame is walked to check it)."""
     if not isinstance(message, Mapping):
         raise Rejected("Ditto message is not a JSON object")
     try:
         envelope = parse_envelope(message)
     except ProtocolError as exc:
         raise Rejected(str(exc)) from None
-    _check_depth(message)
+    if not depth_checked:
+        _check_depth(message)
     classified = _classify(envelope)
     if classified is None:
         return []

@@ -241,7 +241,9 @@ class DittoSource:
             message = loads(frame, what="Ditto message")
             if not isinstance(message, dict):
                 raise Rejected("Ditto message is not a JSON object")
-            return normalize(message, source=self.http_url, received_at=received_at)
+            return normalize(
+                message, source=self.http_url, received_at=received_at, depth_checked=True
+            )
 
         events = pipeline.guarded(parse, raw=frame, source=self.ws_url)
         self.seen.update(str(e.subject) for e in events if e.subject)
