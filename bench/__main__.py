@@ -25,7 +25,7 @@ from bench import (
     memory_bounds,
     mqtt_path,
     opencti_path,
-    profile,
+    profiling,
     spark_source,
 )
 
@@ -171,7 +171,7 @@ def main() -> None:
     if args.profile:
         if args.save_baseline:
             parser.error("a profiled run is not saved as the baseline")
-        profile.enable(raw=args.profile == "raw")
+        profiling.enable(raw=args.profile == "raw")
     result = {
         "machine": machine(),
         "benchmarks": {name: asyncio.run(measured(BENCHMARKS[name], args)) for name in names},

@@ -24,7 +24,7 @@ import httpx
 import websockets
 from httpx_sse import aconnect_sse
 
-from bench.profile import flame
+from bench.profiling import flame
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port

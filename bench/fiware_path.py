@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from bench.profile import flame
+from bench.profiling import flame
 from bench.senders import send
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess

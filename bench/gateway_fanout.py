@@ -32,7 +32,7 @@ from typing import Any
 
 import aiomqtt
 
-from bench.profile import flame
+from bench.profiling import flame
 from bench.sse_clients import ClientProcess, close, connect_all
 from tests.brokers import MosquittoBroker
 from tests.processes import ServiceProcess

@@ -36,7 +36,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from httpx_sse import aconnect_sse
 
-from bench.profile import flame
+from bench.profiling import flame
 from tests.brokers import KafkaBroker, MosquittoBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port

@@ -22,7 +22,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from beats.opencti.scenario import Scenario
-from bench.profile import flame
+from bench.profiling import flame
 from tests.brokers import KafkaBroker
 from tests.processes import ServiceProcess
 from tests.support import free_port
