@@ -38,15 +38,17 @@ def _py_spy() -> str | None:
 
 
 @contextlib.contextmanager
-def flame(pid: int | None, name: str) -> Iterator[None]:
-    """Sample ``pid`` into ``bench/profiles/<name>.svg`` for the duration of the block (only
-    with ``--profile``)."""
+def flame(pid: int | None, name: str, *, subprocesses: bool = False) -> Iterator[None]:
+    """Sample ``pid`` (and with ``subprocesses`` its Python descendants: Spark's Python
+    workers) into ``bench/profiles/<name>.svg`` for the duration of the block (only with
+    ``--profile``)."""
     spy = _py_spy()
     if not _state["on"] or pid is None or spy is None:
         yield
         return
     PROFILES.mkdir(exist_ok=True)
     command = [spy, "record", "--pid", str(pid), "--rate", str(_RATE), "--nonblocking"]
+    command += ["--subprocesses"] if subprocesses else []
     if _state["raw"]:
         command += ["--format", "raw", "--output", str(PROFILES / f"{name}.txt")]
     else:

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from bench.profiling import flame
 from common.service import Beat
 from common.settings import BeatSettings
 from tests.brokers import KafkaBroker
@@ -215,8 +216,10 @@ async def run(*, count: int = 20000, connector_count: int = 400) -> dict[str, An
                 )
 
             warm = await _spark_rate(spark, sse, count, workdir)  # JIT and worker warm-up
-            on_sse = await _spark_rate(spark, sse, count, workdir)
-            on_kafka = await _spark_rate(spark, kafka_source, count, workdir)
+            with flame(os.getpid(), "spark_source_sse", subprocesses=True):
+                on_sse = await _spark_rate(spark, sse, count, workdir)
+            with flame(os.getpid(), "spark_source_kafka", subprocesses=True):
+                on_kafka = await _spark_rate(spark, kafka_source, count, workdir)
     finally:
         if spark is not None:
             await asyncio.to_thread(spark.stop)
