@@ -77,9 +77,11 @@ async def _loaded(
     pid = server.pid
     readers = ClientProcess(ports=[server.port], path=path, clients=clients)
     await readers.start()
-    rss, cpu = _rss(pid), _cpu_seconds(pid)
+    assert readers.process is not None
+    rss, cpu, load_cpu = _rss(pid), _cpu_seconds(pid), _cpu_seconds(readers.process.pid)
     sent = await _publish(mqtt_port, rate=rate, seconds=seconds)
     cpu = _cpu_seconds(pid) - cpu
+    load_cpu = _cpu_seconds(readers.process.pid) - load_cpu
     await asyncio.sleep(2.0)  # drain
     rss = _rss(pid)
     received = await readers.stop()
@@ -91,6 +93,8 @@ async def _loaded(
         "p50_ms": received["p50_ms"],
         "p99_ms": received["p99_ms"],
         "cpu_ms_per_client_s": round(cpu * 1000 / seconds / clients, 4),
+        "server_cpu_cores": round(cpu / seconds, 2),
+        "clients_cpu_cores": round(load_cpu / seconds, 2),  # the load generator's process
         "rss_mib": round(rss / 2**20, 1),
     }
 
