@@ -143,11 +143,11 @@ class BodyLimit:
         self.on_rejected = on_rejected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
+            # nothing to bound (a GET, an SSE stream): no wrapper on each of its writes
             await self.app(scope, receive, send)
             return
         request = _Request(scope, receive, send, self.max_bytes, self.on_rejected)
-        request.body_complete = not _has_body(scope)  # leaving without a body aborts nothing
         try:
             await self.app(scope, request.counted_receive, request.watched_send)
         except ClientDisconnect:
