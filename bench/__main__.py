@@ -188,6 +188,8 @@ def main() -> None:
             "benchmarks": {**saved.get("benchmarks", {}), **result["benchmarks"]},
         }
         baseline_path.write_text(json.dumps(saved, indent=2) + "\n")
+    elif args.profile:
+        print("a profiled run: not compared with the baseline", file=sys.stderr)
     elif baseline_path.exists():
         flagged = regressions(result, json.loads(baseline_path.read_text()))
         for line in flagged:

@@ -41,7 +41,7 @@ class SseResponse(EventSourceResponse):
         super().__init__(*args, **kwargs)
         self._on_send_timeout = on_send_timeout
         self._watch: _SendWatch | None = None
-        self._waiting: tuple[float, asyncio.Task[Any]] | None = None
+        self._waiting: dict[asyncio.Task[Any], float] = {}  # the stream's and the ping's
         self._timed_out = False
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
@@ -54,7 +54,7 @@ class SseResponse(EventSourceResponse):
         assert task is not None
         watch = self._watch or _SendWatch.of(task.get_loop())
         self._watch = watch
-        self._waiting = (watch.loop.time(), task)
+        self._waiting[task] = watch.loop.time()
         watch.waiting.add(self)
         watch.arm()
         try:
@@ -65,15 +65,18 @@ class SseResponse(EventSourceResponse):
             task.uncancel()
             raise SendTimeoutError() from None
         finally:
-            self._waiting = None
-            watch.waiting.discard(self)
+            del self._waiting[task]
+            if not self._waiting:
+                watch.waiting.discard(self)
 
     def _expire(self, now: float) -> None:
-        if self._waiting is not None and self.send_timeout is not None:
-            started, task = self._waiting
-            if now - started >= self.send_timeout and not self._timed_out:
+        if self.send_timeout is None or self._timed_out:
+            return
+        for task, started in self._waiting.items():
+            if now - started >= self.send_timeout:
                 self._timed_out = True
                 task.cancel()
+                return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

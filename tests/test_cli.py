@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic_settings import CliApp
 
-from beats.cli import DEMO, EMULATE, LOG, RUN, SIMULATE, TAIL, Command
+from beats.cli import DEMO, EMULATE, LOG, RUN, SIMULATE, TAIL, Command, event_loop_factory
 from beats.hivemq.settings import HivemqSettings
 from tests.support import eventually, free_port, serve_app
 
@@ -277,3 +277,14 @@ def test_credentials_from_url_or_options_never_in_repr() -> None:
     assert "other" not in repr(settings)
     with pytest.raises(ValueError, match="mqtt://"):
         HivemqSettings(mqtt_url="http://x")
+
+
+def test_commands_run_on_uvloop_unless_asked_for_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvloop
+
+    monkeypatch.delenv("BEATS_EVENT_LOOP", raising=False)
+    assert event_loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv("BEATS_EVENT_LOOP", "asyncio")
+    assert event_loop_factory() is None
