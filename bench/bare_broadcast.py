@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.bare import arguments, serve
+from bench.bare import arguments, run, serve
 
 __all__ = ["Hub"]
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--mqtt-port", type=int, required=True)
     parser.add_argument("--topic", required=True)
     args = parser.parse_args()
-    asyncio.run(_run(port=args.port, mqtt_port=args.mqtt_port, topic=args.topic))
+    run(_run(port=args.port, mqtt_port=args.mqtt_port, topic=args.topic))
 
 
 if __name__ == "__main__":

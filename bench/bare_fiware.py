@@ -8,7 +8,6 @@ takes notifications at is the ceiling of this HTTP stack in one Python process.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from starlette.applications import Starlette
@@ -16,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.bare import arguments, serve
+from bench.bare import arguments, run, serve
 
 __all__ = ["app"]
 
@@ -35,7 +34,7 @@ app = Starlette(routes=[Route("/notify", _notify, methods=["POST"]), Route("/hea
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0] if __doc__ else "").parse_args()
-    asyncio.run(serve(app, port=args.port))
+    run(serve(app, port=args.port))
 
 
 if __name__ == "__main__":
