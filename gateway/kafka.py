@@ -396,8 +396,10 @@ class KafkaReader:
             # the topic was recreated: all it holds is newer than the client's position
             yield gap_frame(partition.label, after, held.start - 1, "reset")
             start = held.start
-        consumer.seek(tp, start)
         recent = RecentIds(self.dedupe_window)
+        if start == after + 1:
+            await self._prime(consumer, tp, recent, after, oldest=held.start)
+        consumer.seek(tp, start)
         while True:
             try:
                 batch = await consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
@@ -416,6 +418,34 @@ class KafkaReader:
             start = records[-1].offset + 1 if records else start
             if not records and partition.head is not None and start - 1 >= partition.head:
                 yield Frame.marker(start - 1)  # caught up with the live partition
+
+    async def _prime(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        recent: RecentIds,
+        after: int,
+        *,
+        oldest: int,
+    ) -> None:
+        """Remember the ids of the ``--dedupe-window`` records up to ``after``: the client has
+        them, so a copy of one of them further on (a beat's redelivery) is dropped, as the live
+        partition drops it. Best effort: a slow or failed read leaves the window shorter."""
+        position = max(oldest, after + 1 - recent.size)
+        consumer.seek(tp, position)
+        while position <= after:
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
+            except OffsetOutOfRangeError:
+                return
+            records = [r for r in batch.get(tp, ()) if r.offset <= after]
+            if not records:
+                return
+            for record in records:
+                frame = record_frame(record)
+                if frame is not None:
+                    recent.seen(frame)
+            position = records[-1].offset + 1
 
     async def _holds(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
         """Whether ``tp`` holds a record at ``offset``: a position at or past the end offset

@@ -215,6 +215,37 @@ async def test_duplicates_and_foreign_records_are_dropped_counted_and_the_rest_f
         assert sorted(numbers(replayed)) == list(range(20))
 
 
+async def test_a_copy_of_an_event_the_client_has_is_not_sent_after_it_moves(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """A redelivery (same id, same partition, further on) of an event the client received
+    before it moved is dropped by the replica it resumes on, whose replay starts past the
+    original: the replay remembers the ids of the records before the client's position."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with run_beat(beat), two_gateways(kafka) as (_, base_a, gateway_b, base_b):
+        committed = readings(10)
+        await beat.pipeline.commit(committed)
+        first = await read_sse(f"{base_a}/streams/test?last_event_id=0", count=10, timeout=30)
+        copy = committed[3]
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+        await producer.start()
+        try:
+            value = json.dumps(copy.model_dump(mode="json", exclude_none=True)).encode()
+            await producer.send_and_wait(TOPIC, value, key=copy.partitionkey.encode())
+        finally:
+            await producer.stop()
+        await beat.pipeline.commit(readings(5, start=10))  # n=13 follows the copy (same key)
+        moved = await read_sse_until(
+            f"{base_b}/streams/test",
+            lambda m: has(m, range(10, 15)),
+            headers={"Last-Event-ID": first[-1].id},
+            timeout=30,
+        )
+        assert sorted(numbers(first)) == list(range(10))
+        assert sorted(numbers(moved)) == list(range(10, 15)), "the copy was sent again"
+        assert gateway_b.metrics.kafka_duplicates.labels("test")._value.get() == 1
+
+
 async def test_bad_and_foreign_positions(tmp_path: Path, kafka: KafkaBroker) -> None:
     beat = producing_beat(tmp_path, kafka)
     async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
