@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from common.metrics import Metrics
 
-__all__ = ["Backoff", "supervise"]
+__all__ = ["Backoff", "raise_if_cancelled", "supervise"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +37,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def raise_if_cancelled() -> None:
+    """Raise the cancellation that a library call may have dropped. Python 3.11's
+    ``asyncio.wait_for`` returns the result when the cancellation arrives just as the awaited
+    call completes (gh-86296, fixed in 3.12), and the task then runs on as if never cancelled:
+    a shutdown waits for it for ever. Call it after such calls (aiomqtt's, aiokafka's through
+    ``wait_for``) in code that runs until cancelled; not in cleanup that runs while cancelling."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def supervise(

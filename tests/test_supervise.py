@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
 
 from common.metrics import Metrics
-from common.supervise import Backoff, supervise
+from common.supervise import Backoff, raise_if_cancelled, supervise
 
 
 async def test_failing_task_is_restarted_with_backoff_and_counted() -> None:
@@ -45,3 +46,27 @@ def test_backoff_grows_to_its_ceiling_with_jitter() -> None:
     assert max(delays[5:]) > 2.0
     backoff.reset()
     assert backoff.next() <= 1.0
+
+
+async def test_a_cancellation_that_wait_for_dropped_is_raised_again() -> None:
+    """The race that hung the demo's shutdown: the task is cancelled just as the call it waits
+    for with ``asyncio.wait_for`` completes. Python 3.11 returns the result and drops the
+    cancellation; ``raise_if_cancelled`` raises it again."""
+    done = asyncio.get_running_loop().create_future()
+    reached: list[str] = []
+
+    async def body() -> None:
+        await asyncio.wait_for(done, 5)
+        reached.append("past wait_for")
+        raise_if_cancelled()
+        reached.append("past the check")
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0)  # the task waits inside wait_for
+    done.set_result(None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "past the check" not in reached
+    if sys.version_info < (3, 12):
+        assert reached == ["past wait_for"], "the race was not reproduced"

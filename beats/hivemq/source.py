@@ -40,7 +40,7 @@ from common.eventlog import StoredEvent
 from common.inflight import InFlight
 from common.logs import redact_url
 from common.pipeline import Pipeline
-from common.supervise import Backoff
+from common.supervise import Backoff, raise_if_cancelled
 
 __all__ = ["MqttSource"]
 
@@ -92,6 +92,7 @@ class MqttSource:
             qos = self.settings.mqtt_qos
             filters: list[tuple[str, int]] = [(topic, qos) for topic in self.settings.mqtt_topic]
             await client.subscribe(filters)
+            raise_if_cancelled()  # aiomqtt's connect and subscribe wait with asyncio.wait_for
             backoff.reset()
             pipeline.metrics.source_connected.set(1)
             pipeline.set_ready("mqtt", True, f"subscribed on {redact_url(self.uri)}")
