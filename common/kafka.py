@@ -51,7 +51,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from common.eventlog import EventLog, StoredEvent
 from common.metrics import Metrics
 from common.settings import BeatSettings, KafkaClientSettings
-from common.supervise import Backoff
+from common.supervise import Backoff, bounded
 
 __all__ = ["CONTENT_TYPE", "OVERSIZE_HEADER", "KafkaForwarder", "stand_in", "topic_name"]
 
@@ -328,4 +328,4 @@ class KafkaForwarder:
                 )  # fmt: skip
 
     async def _bounded(self, call: Awaitable[_T], *, factor: int = 1) -> _T:
-        return await asyncio.wait_for(call, self.settings.kafka_timeout * factor)
+        return await bounded(call, self.settings.kafka_timeout * factor)

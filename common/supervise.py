@@ -14,12 +14,14 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from common.metrics import Metrics
 
-__all__ = ["Backoff", "raise_if_cancelled", "supervise"]
+__all__ = ["Backoff", "bounded", "raise_if_cancelled", "supervise"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -48,6 +50,14 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def bounded(call: Awaitable[_T], timeout: float) -> _T:
+    """``asyncio.wait_for(call, timeout)`` that does not drop a cancellation arriving as
+    ``call`` completes (:func:`raise_if_cancelled`)."""
+    result = await asyncio.wait_for(call, timeout)
+    raise_if_cancelled()
+    return result
 
 
 async def supervise(

@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from common.kafka import client_options
-from common.supervise import Backoff, raise_if_cancelled
+from common.supervise import Backoff, bounded
 from gateway.frames import Frame
 from gateway.metrics import GatewayMetrics
 from gateway.records import RecentIds, gap_frame, record_frame
@@ -346,9 +346,7 @@ class KafkaReader:
         )
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
-        result = await asyncio.wait_for(call, self.timeout)
-        raise_if_cancelled()  # a shutdown's cancellation that wait_for dropped
-        return result
+        return await bounded(call, self.timeout)
 
     async def _close(self, closing: Awaitable[None]) -> None:
         """Wait for a consumer's or admin client's close at most ``--kafka-timeout``. One that

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from common.metrics import Metrics
-from common.supervise import Backoff, raise_if_cancelled, supervise
+from common.supervise import Backoff, bounded, raise_if_cancelled, supervise
 
 
 async def test_failing_task_is_restarted_with_backoff_and_counted() -> None:
@@ -70,3 +70,22 @@ async def test_a_cancellation_that_wait_for_dropped_is_raised_again() -> None:
     assert "past the check" not in reached
     if sys.version_info < (3, 12):
         assert reached == ["past wait_for"], "the race was not reproduced"
+
+
+async def test_bounded_keeps_a_cancellation_that_arrives_as_its_call_completes() -> None:
+    """:func:`bounded` (the Kafka forwarder's and the Kafka-mode gateway's calls) under the
+    same race: the task ends cancelled instead of running on."""
+    done = asyncio.get_running_loop().create_future()
+    reached: list[str] = []
+
+    async def body() -> None:
+        await bounded(done, 5)
+        reached.append("past bounded")
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0)
+    done.set_result(None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reached == []
