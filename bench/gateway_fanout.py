@@ -27,6 +27,7 @@ import json
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
 
 
-async def _publish(mqtt_port: int, *, rate: float, seconds: float) -> int:
+def _fanout_topic(n: int) -> str:
+    return "bench/fanout"
+
+
+async def publish(
+    mqtt_port: int, *, rate: float, seconds: float, topic: Callable[[int], str] = _fanout_topic
+) -> int:
+    """Publish ``rate`` messages/s for ``seconds``, each with its send time; the count sent."""
     sent = 0
-    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-fanout-pub") as mqtt:
+    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-pub") as mqtt:
         loop = asyncio.get_running_loop()
         start = loop.time()
         while (due := start + sent / rate) < start + seconds:
             await asyncio.sleep(max(0.0, due - loop.time()))
             payload = json.dumps({"sent": time.time(), "n": sent})
-            await mqtt.publish("bench/fanout", payload, qos=1)
+            await mqtt.publish(topic(sent), payload, qos=1)
             sent += 1
     return sent
 
@@ -79,7 +87,7 @@ async def _loaded(
     await readers.start()
     assert readers.process is not None
     rss, cpu, load_cpu = _rss(pid), _cpu_seconds(pid), _cpu_seconds(readers.process.pid)
-    sent = await _publish(mqtt_port, rate=rate, seconds=seconds)
+    sent = await publish(mqtt_port, rate=rate, seconds=seconds)
     cpu = _cpu_seconds(pid) - cpu
     load_cpu = _cpu_seconds(readers.process.pid) - load_cpu
     await asyncio.sleep(2.0)  # drain

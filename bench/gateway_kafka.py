@@ -32,11 +32,10 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.gateway_fanout import _cpu_seconds, _idle, _raise_fd_limit
+from bench.gateway_fanout import _cpu_seconds, _idle, _raise_fd_limit, publish
 from bench.gateway_fanout import _rss as rss
 from bench.sse_clients import Client, ClientProcess, close, connect_all
 from common.envelope import new_event
@@ -49,17 +48,8 @@ __all__ = ["run"]
 _TOPICS = 6
 
 
-async def _publish(mqtt_port: int, *, rate: float, seconds: float) -> int:
-    sent = 0
-    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-kafka-pub") as mqtt:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while (due := start + sent / rate) < start + seconds:
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            payload = json.dumps({"sent": time.time(), "n": sent})
-            await mqtt.publish(f"bench/kafka/{sent % _TOPICS}", payload, qos=1)
-            sent += 1
-    return sent
+def _topic_of(n: int) -> str:
+    return f"bench/kafka/{n % _TOPICS}"
 
 
 async def _phase(
@@ -71,7 +61,7 @@ async def _phase(
     await readers.start()
     pids = [g.pid for g in gateways]
     cpu = sum(_cpu_seconds(pid) for pid in pids)
-    sent = await _publish(mqtt_port, rate=rate, seconds=seconds)
+    sent = await publish(mqtt_port, rate=rate, seconds=seconds, topic=_topic_of)
     await asyncio.sleep(3.0)  # drain (Kafka mode: the forwarder's last batch and a fetch)
     cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
     memory = sum(rss(pid) for pid in pids)
@@ -233,7 +223,8 @@ async def run(
         try:
             for service in services:
                 service.start()
-            await _publish(broker.port, rate=rate, seconds=1.0)  # the topic exists before phases
+            # the topic exists before the phases
+            await publish(broker.port, rate=rate, seconds=1.0, topic=_topic_of)
             await asyncio.sleep(3.0)  # the replicas find it (metadata read every 2 s)
             options: dict[str, Any] = {"clients": clients, "rate": rate, "seconds": seconds}
             baseline = await _phase([url], broker.port, **options)
