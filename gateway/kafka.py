@@ -21,7 +21,10 @@ interchangeable, and the history a client can replay is whatever Kafka retains.
 * **At least once in, once out**: Kafka redelivers (a beat's producer retried, a beat resent
   after a crash). A partition upstream remembers the CloudEvent ids of its last
   ``--dedupe-window`` events and drops an event whose id it has just seen (counted in
-  ``beats_gateway_kafka_duplicates_total``); a replay reader keeps a window of its own.
+  ``beats_gateway_kafka_duplicates_total``); a replay reader keeps a window of its own. Both
+  windows start with the ids of the ``--dedupe-window`` records before where they start
+  reading: a client whose replay ends where the live partition starts has those records, and
+  a copy of one of them further on must be dropped as well.
   A record that is not a CloudEvent is skipped, logged and counted
   (``beats_gateway_kafka_rejected_total``).
 """
@@ -85,6 +88,9 @@ class KafkaPartition(RingStream):
         self.label = partition_label(key)
         self.tp = TopicPartition(reader.topic(key[0], key[1]), key[2])
         self.recent = RecentIds(reader.dedupe_window)
+        self.remember_until: int | None = None
+        """Records up to this offset are read only to fill ``recent`` (a fresh partition's
+        window, see :meth:`KafkaReader._start_fresh`)."""
         self._reader = reader
 
     async def run(self) -> None:
@@ -99,6 +105,11 @@ class KafkaPartition(RingStream):
         return self._reader.replay(self, after)
 
     def take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if self.remember_until is not None:
+            if record.offset <= self.remember_until:
+                self.recent.remember(record)
+                return
+            self.remember_until = None
         frame = self._reader.checked(self, record, self.recent)
         if frame is not None and self.receive(frame):
             self._reader.metrics.upstream_events.labels(self.beat).inc()
@@ -271,17 +282,33 @@ class KafkaReader:
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
         """Read every partition with clients, each from the position after its head (a new
-        one from its end: live)."""
+        one from its end: live, see :meth:`_start_fresh`)."""
         wanted = dict(self._partitions)
         consumer.assign(list(wanted))
         fresh = [tp for tp, partition in wanted.items() if partition.head is None]
-        if fresh:
-            ends = await self._bounded(consumer.end_offsets(fresh))
-            for tp in fresh:
-                wanted[tp].set_head(ends[tp] - 1)
         for tp, partition in wanted.items():
-            assert partition.head is not None
-            consumer.seek(tp, partition.head + 1)
+            if partition.head is not None:
+                consumer.seek(tp, partition.head + 1)
+                partition.connected = True
+        if fresh:
+            await self._start_fresh(consumer, [wanted[tp] for tp in fresh])
+
+    async def _start_fresh(self, consumer: AIOKafkaConsumer, fresh: list[KafkaPartition]) -> None:
+        """Start partitions that had no clients at their end (live), after reading the
+        ``--dedupe-window`` records before it only to remember their ids: a client that
+        replays up to the end has them, so a copy of one of them further on is dropped."""
+        tps = [partition.tp for partition in fresh]
+        ends = await self._bounded(consumer.end_offsets(tps))
+        oldest = ends
+        if self.dedupe_window:
+            oldest = await self._bounded(consumer.beginning_offsets(tps))
+        for partition in fresh:
+            end = ends[partition.tp]
+            partition.set_head(end - 1)
+            start = max(oldest[partition.tp], end - self.dedupe_window)
+            if start < end:
+                partition.remember_until = end - 1
+            consumer.seek(partition.tp, start)
             partition.connected = True
 
     async def _out_of_range(self, consumer: AIOKafkaConsumer) -> None:
@@ -294,8 +321,13 @@ class KafkaReader:
                 continue
             held, after = await self._held(consumer, tp), partition.head
             if held.start <= after + 1 <= held.stop:
+                if partition.remember_until is not None:
+                    # retention removed part of a fresh partition's window: live without it
+                    partition.remember_until = None
+                    consumer.seek(tp, after + 1)
                 continue
             reason = "retention" if after + 1 < held.start else "reset"
+            partition.remember_until = None
             partition.receive(gap_frame(partition.label, after, held.start - 1, reason))
             consumer.seek(tp, held.start)
 
@@ -442,9 +474,7 @@ class KafkaReader:
             if not records:
                 return
             for record in records:
-                frame = record_frame(record)
-                if frame is not None:
-                    recent.seen(frame)
+                recent.remember(record)
             position = records[-1].offset + 1
 
     async def _holds(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:

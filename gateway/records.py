@@ -55,3 +55,9 @@ class RecentIds:
         if len(self._order) > self.size:
             self._seen.discard(self._order.popleft())
         return False
+
+    def remember(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Remember the id of a record a client already has (not sent, not counted)."""
+        frame = record_frame(record)
+        if frame is not None:
+            self.seen(frame)

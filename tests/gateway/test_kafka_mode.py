@@ -226,14 +226,7 @@ async def test_a_copy_of_an_event_the_client_has_is_not_sent_after_it_moves(
         committed = readings(10)
         await beat.pipeline.commit(committed)
         first = await read_sse(f"{base_a}/streams/test?last_event_id=0", count=10, timeout=30)
-        copy = committed[3]
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
-        await producer.start()
-        try:
-            value = json.dumps(copy.model_dump(mode="json", exclude_none=True)).encode()
-            await producer.send_and_wait(TOPIC, value, key=copy.partitionkey.encode())
-        finally:
-            await producer.stop()
+        await produce_copy(kafka, committed[3])
         await beat.pipeline.commit(readings(5, start=10))  # n=13 follows the copy (same key)
         moved = await read_sse_until(
             f"{base_b}/streams/test",
@@ -244,6 +237,44 @@ async def test_a_copy_of_an_event_the_client_has_is_not_sent_after_it_moves(
         assert sorted(numbers(first)) == list(range(10))
         assert sorted(numbers(moved)) == list(range(10, 15)), "the copy was sent again"
         assert gateway_b.metrics.kafka_duplicates.labels("test")._value.get() == 1
+
+
+async def test_a_copy_of_a_replayed_event_is_dropped_by_the_partition_gone_live(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """The first client of a partition replays up to the partition's end and goes live there;
+    a redelivery after that of an event its replay sent is dropped by the live partition,
+    which starts with the ids of the records before its end (the scale test's client 2 got
+    one such copy)."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with run_beat(beat), run_gateway(kafka_gateway(kafka)) as (gateway, base):
+        committed = readings(10)
+        await beat.pipeline.commit(committed)
+        await in_kafka(beat, gateway)
+        url = f"{base}/streams/test?last_event_id=0"
+        reading = asyncio.create_task(read_sse_until(url, lambda m: has(m, range(15)), timeout=30))
+        upstreams = gateway.pool.all
+        await eventually(
+            lambda: len(upstreams()) == 3 and all(u.connected for u in upstreams()),
+            what="the partitions read live",
+        )
+        await produce_copy(kafka, committed[3])
+        await beat.pipeline.commit(readings(5, start=10))  # n=13 follows the copy (same key)
+        messages = await reading
+        assert sorted(numbers(messages)) == list(range(15)), "the copy was sent again"
+        # the live partition dropped it (and the client's replay too, if it read that far)
+        assert gateway.metrics.kafka_duplicates.labels("test")._value.get() >= 1
+
+
+async def produce_copy(kafka: KafkaBroker, event: CloudEvent) -> None:
+    """Produce ``event`` again, as a beat's forwarder resends it after a crash."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    try:
+        value = json.dumps(event.model_dump(mode="json", exclude_none=True)).encode()
+        await producer.send_and_wait(TOPIC, value, key=event.partitionkey.encode())
+    finally:
+        await producer.stop()
 
 
 async def test_bad_and_foreign_positions(tmp_path: Path, kafka: KafkaBroker) -> None:
