@@ -50,6 +50,8 @@ _NOTIFY_BODY: dict[str, Any] = {
     }
 }
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}")
+_SERVICE_PATH = re.compile(r"/|(/[A-Za-z0-9_]{1,50}){1,10}")
+"""One NGSI v2 service path, as an update takes it: up to 10 levels of up to 50 characters."""
 _ENTITIES = {
     "type": "array",
     "items": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
@@ -103,7 +105,11 @@ _NOTIFY_RESPONSES: dict[int | str, Any] = {
 _WRITEBACK_RESPONSES: dict[int | str, Any] = {
     200: {"model": Results, "description": "Every entity was written"},
     207: {"model": Results, "description": "Some entities were not written: see each result"},
-    400: error("Not JSON, not a list of entities with string ids, or a bad tenant", ErrorBody),
+    400: error(
+        "Not JSON, not a list of entities with string ids, or a tenant or Fiware-ServicePath "
+        "the broker would not take",
+        ErrorBody,
+    ),
     401: error(
         "Wrong or missing bearer token (--writeback-token)",
         ErrorBody,
@@ -111,6 +117,7 @@ _WRITEBACK_RESPONSES: dict[int | str, Any] = {
     ),
     403: error("Write-back is off: no --writeback-token and no --writeback-open", ErrorBody),
     413: _TOO_LARGE,
+    502: error("The broker did not answer (unreachable, or no answer within 30 s)", ErrorBody),
 }
 
 
@@ -167,9 +174,16 @@ def fiware_router(
             return _refuse(pipeline, exc.detail, 413)
         try:
             entities, tenant = _writeback_body(raw)
+            scope = _scope(settings, tenant, request.headers)
         except Rejected as exc:
             return _refuse(pipeline, exc.reason, 400)
-        results = await _write(settings, entities, tenant, request.headers)
+        try:
+            results = await _write(settings, entities, scope)
+        except httpx.HTTPError as exc:
+            _log.warning(
+                "fiware: write-back: %s: %s", settings.orion_url, exc or type(exc).__name__
+            )
+            return _refuse(pipeline, f"the broker did not answer: {exc!r}", 502)
         status = 200 if all(r["ok"] for r in results) else 207
         return JSONResponse({"results": results}, status)
 
@@ -223,20 +237,29 @@ async def _commit_or_503(pipeline: Pipeline, events: list[Any]) -> Response | No
     return None
 
 
+def _scope(settings: FiwareSettings, tenant: str | None, headers: Any) -> dict[str, str]:
+    """The tenant and service path headers of the broker's requests (:class:`Rejected` for
+    ones the broker would not take: they are passed on from the caller's headers)."""
+    if settings.ngsi == "ld":
+        link = f'<{settings.ld_context}>; rel="http://www.w3.org/ns/json-ld#context"'
+        return {"Link": link, **({"NGSILD-Tenant": tenant} if tenant else {})}
+    service = tenant or headers.get("fiware-service")
+    path = headers.get("fiware-servicepath") or settings.fiware_servicepath
+    if service is not None and not _TENANT.fullmatch(service):
+        raise Rejected(f"Fiware-Service must match {_TENANT.pattern}")
+    if not _SERVICE_PATH.fullmatch(path):
+        raise Rejected(
+            "Fiware-ServicePath must be one path of up to 10 levels of up to 50 letters, "
+            "digits or underscores (/rooms/floor_1)"
+        )
+    return {"Fiware-ServicePath": path, **({"Fiware-Service": service} if service else {})}
+
+
 async def _write(
-    settings: FiwareSettings, entities: list[dict[str, Any]], tenant: str | None, headers: Any
+    settings: FiwareSettings, entities: list[dict[str, Any]], scope: dict[str, str]
 ) -> list[dict[str, Any]]:
     ld = settings.ngsi == "ld"
-    out: dict[str, str] = {}
-    if ld:
-        out["Link"] = f'<{settings.ld_context}>; rel="http://www.w3.org/ns/json-ld#context"'
-        if tenant:
-            out["NGSILD-Tenant"] = tenant
-    else:
-        out["Fiware-ServicePath"] = headers.get("fiware-servicepath") or settings.fiware_servicepath
-        if tenant or headers.get("fiware-service"):
-            out["Fiware-Service"] = tenant or headers.get("fiware-service")
-    async with httpx.AsyncClient(base_url=settings.orion_url, timeout=30, headers=out) as http:
+    async with httpx.AsyncClient(base_url=settings.orion_url, timeout=30, headers=scope) as http:
         if ld:
             return await _write_ld(http, entities)
         response = await http.post(

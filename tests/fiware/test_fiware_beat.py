@@ -388,6 +388,46 @@ async def test_bad_writeback_bodies_are_refused_and_counted(
     assert beat.metrics.source_errors.labels("writeback")._value.get() == 6
 
 
+async def test_writeback_scope_the_broker_cannot_take_and_no_broker(
+    tmp_path: Path, orion: tuple[str, Any]
+) -> None:
+    """Scope headers the broker would not take (not ASCII, not one service path) are a 400, a
+    broker that cannot be reached a 502: each is counted, and good write-backs between them
+    go through."""
+    url, _ = orion
+    beat = fiware_beat(tmp_path, url, writeback_open=True)
+    update = [{"id": "Room3", "type": "Room", "t": {"type": "Number", "value": 1}}]
+    hostile = [
+        (b"Fiware-Service", "caf\u00e9".encode()),
+        (b"Fiware-ServicePath", "/a/\u00fc".encode()),
+        (b"Fiware-ServicePath", b"rooms"),
+        (b"Fiware-ServicePath", b"/a,/b"),
+        (b"Fiware-ServicePath", b"/x" * 11),
+        (b"Fiware-ServicePath", b"/" + b"x" * 51),
+    ]
+    async with run_beat(beat) as base, httpx.AsyncClient(base_url=base) as client:
+        await subscribed(beat)
+        statuses, errors = [], []
+        for header in hostile:
+            refused = await client.post("/writeback", json=update, headers=[header])
+            good = await client.post(
+                "/writeback", json=update, headers={"Fiware-ServicePath": "/a/b_1"}
+            )
+            statuses.append((refused.status_code, good.status_code))
+            errors.append(refused.json()["error"])
+    assert statuses == [(400, 200)] * len(hostile)
+    assert "Fiware-Service " in errors[0] and all("Fiware-ServicePath" in e for e in errors[1:])
+    assert beat.metrics.source_errors.labels("writeback")._value.get() == len(hostile)
+
+    gone = fiware_beat(tmp_path / "gone", f"http://127.0.0.1:{free_port()}", writeback_open=True)
+    async with run_beat(gone) as base, httpx.AsyncClient(base_url=base) as client:
+        unreachable = await client.post("/writeback", json=update)
+        healthy = await client.get("/healthz")
+    assert unreachable.status_code == 502 and "broker" in unreachable.json()["error"]
+    assert healthy.status_code == 200
+    assert gone.metrics.source_errors.labels("writeback")._value.get() == 1
+
+
 async def test_unwritable_log_answers_503(tmp_path: Path, orion: tuple[str, Any]) -> None:
     url, _ = orion
     beat = fiware_beat(tmp_path, url)
