@@ -19,7 +19,11 @@ the upkeep of the subscriptions that make the broker send them:
 * the attributes each subscription notifies (``notification.attrs``) are remembered by id
   (:attr:`SubscriptionKeeper.value_names`): they name the columns of the v2 ``values`` format;
 * its state (``timesSent``, ``failsCounter``, ``lastFailureReason``) is in ``/readyz`` and in
-  ``beats_fiware_subscription_*`` metrics.
+  ``beats_fiware_subscription_*`` metrics;
+* the description is kept in the log: a beat restarted with other options (another
+  notification URL, subject or format) deletes the subscriptions of its previous options once,
+  after its first check, so the broker stops sending what it no longer asks for. Once only:
+  replicas in a rolling update, each with its own log, do not delete each other's for ever.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from common.pipeline import Pipeline
 __all__ = ["SECRET_HEADER", "SubscriptionKeeper", "load_secret"]
 
 _SECRET_CURSOR = "fiware-notify-secret"
+_OPTIONS_CURSOR = "fiware-subscription"
 _log = logging.getLogger(__name__)
 
 
@@ -78,11 +83,16 @@ class SubscriptionKeeper:
         self._store = pipeline.log
         self.secret = await load_secret(self.settings, pipeline.log)
         self._register_metrics(pipeline)
+        previous = await pipeline.log.get_cursor(_OPTIONS_CURSOR)
         async with httpx.AsyncClient(base_url=self.settings.orion_url, timeout=10) as http:
             while True:
                 try:
                     for tenant in self.settings.tenants():
                         self.states[tenant or "default"] = await self._ensure(http, tenant)
+                    if previous != self.description:
+                        await self._retire(http, previous)
+                        await pipeline.log.set_cursor(_OPTIONS_CURSOR, self.description)
+                        previous = self.description
                     self._report(pipeline)
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     pipeline.metrics.source_errors.labels("subscriptions").inc()
@@ -104,6 +114,18 @@ class SubscriptionKeeper:
                 for sub in await self._mine(http, tenant):
                     await self._delete(http, sub, tenant)
         return True
+
+    async def _retire(self, http: httpx.AsyncClient, previous: str | None) -> None:
+        """Delete the subscriptions described as this beat's previous options were."""
+        for tenant in self.settings.tenants() if previous else ():
+            for sub in await self._listed(http, tenant):
+                if sub.get("description") == previous:
+                    await self._delete(http, sub, tenant)
+                    _log.warning(
+                        "fiware: deleted subscription %s (tenant %s): it was for this beat's "
+                        "previous options (notification URL, subject or format)",
+                        sub["id"], tenant or "default",
+                    )  # fmt: skip
 
     async def _replica_answers(self) -> bool:
         """Whether a beat answers a notification without the secret at the notification URL

@@ -341,6 +341,38 @@ async def test_restart_reuses_its_subscription(tmp_path: Path, orion: tuple[str,
     assert len(broker.subscriptions) == 1
 
 
+async def test_changed_options_retire_the_previous_subscription(
+    tmp_path: Path, orion: tuple[str, Any]
+) -> None:
+    """A beat restarted with other options (a narrower entity pattern, then another notification
+    URL) deletes the subscription of its previous ones: the broker stops notifying what it no
+    longer asks for (left alone, the narrower beat still got every entity through the old
+    subscription, which has its secret and URL)."""
+    url, broker = orion
+    port = free_port()
+    runs: list[dict[str, Any]] = [
+        {"port": port},
+        {"port": port, "id_pattern": "Room1"},
+        {"port": free_port(), "id_pattern": "Room1"},
+    ]
+    descriptions = []
+    for n, options in enumerate(runs):
+        beat = fiware_beat(tmp_path, url, **options)
+        async with run_beat(beat) as base:
+            await subscribed(beat)
+            assert isinstance(beat.source, SubscriptionKeeper)
+            listed = [s.body["description"] for s in broker.subscriptions.values()]
+            assert listed == [beat.source.description], f"run {n}: {listed}"
+            descriptions.append(beat.source.description)
+            head = beat.log.head
+            update = {"actionType": "append", "entities": [room(2, n), room(1, n)]}
+            await call(url, "POST", "/v2/op/update", json=update)
+            messages = await read_sse(f"{base}/events?last_event_id={head}", count=1)
+            if n:  # the first run asks for both: which one comes first is not ordered
+                assert [m.json()["subject"] for m in messages] == ["Room1"], f"run {n}"
+    assert len(set(descriptions)) == 3
+
+
 async def test_writeback_round_trip(tmp_path: Path, orion: tuple[str, Any]) -> None:
     url, _broker = orion
     beat = fiware_beat(tmp_path, url, writeback_token="wb")
