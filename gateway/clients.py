@@ -185,7 +185,7 @@ class ClientStream:
     """The frames one client receives (see the module docstring). ``merged``: the ``id:`` of
     each message is the position vector ``label=seq;label=seq`` of every subscription, made
     opaque by ``encode_id`` if given (Kafka mode). ``scope``: the streams the client asked for
-    (Kafka mode adds their new partitions to it)."""
+    (Kafka mode adds their new partitions to it); ``named``: the positions its id named."""
 
     def __init__(
         self,
@@ -199,9 +199,12 @@ class ClientStream:
         on_close: Callable[[ClientStream], None],
         scope: list[StreamKey] | None = None,
         encode_id: Callable[[list[tuple[str, int]]], str] | None = None,
+        named: dict[str, int] | None = None,
     ) -> None:
         self.metrics = metrics
         self.scope = scope or []
+        self.named = named or {}
+        """The positions the client's id named (Kafka mode: partitions may be found later)."""
         self._encode_id = encode_id
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
@@ -229,6 +232,18 @@ class ClientStream:
         subscription = Subscription(self, label, upstream)
         self.subscriptions.append(subscription)
         subscription.start(resume)
+
+    async def positioned(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the upstream of every live subscription
+        knows its position. A live client (no ``Last-Event-ID``) gets every event after its
+        upstreams' positions: answering once they are known means it gets every event
+        committed after its response started. An upstream that cannot tell in time (its beat
+        or Kafka is down) holds the answer no longer; it then starts where it can."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for subscription in self.subscriptions:
+                    if subscription.live and subscription.last is None:
+                        await subscription.upstream.positioned.wait()
 
     # -- filling the queue (upstreams and replays) -----------------------------------------------
 

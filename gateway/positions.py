@@ -21,7 +21,7 @@ import functools
 import re
 from collections.abc import Iterable
 
-__all__ = ["decode_position", "encode_position", "parse_position"]
+__all__ = ["decode_position", "encode_position", "named_positions", "parse_position"]
 
 _GROUP = re.compile(r"\d+=-?\d+(,\d+=-?\d+)*")
 _VECTOR_HELP = (
@@ -83,11 +83,18 @@ def parse_position(
     oldest = {label: (-1 if label in partitions else 0) for label in labels}
     if raw.strip() == "0":
         return {**oldest}
-    text = decode_position(raw) if raw.startswith("k") and "=" not in raw else raw
-    named = _vector(text)
+    named = named_positions(raw)
     return {
         label: named.get(label, oldest[label] if label in partitions else None) for label in labels
     }
+
+
+def named_positions(raw: str | None) -> dict[str, int]:
+    """The positions a client's id names, by label (none for no id, or ``0``; ``ValueError``
+    if it is not an id)."""
+    if raw is None or raw.strip() in ("", "0"):
+        return {}
+    return _vector(decode_position(raw) if raw.startswith("k") and "=" not in raw else raw)
 
 
 def _vector(text: str) -> dict[str, int]:

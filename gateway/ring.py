@@ -15,6 +15,7 @@ passed on to the subscribers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -50,6 +51,8 @@ class RingStream:
         self.ring_bytes = ring_bytes
         self.ring_held = 0
         """Bytes of the frames in the ring (:attr:`Frame.size`)."""
+        self.positioned = asyncio.Event()
+        """Set once ``head`` is known (see :meth:`ClientStream.positioned`)."""
         self.connected = False
         self.refs = 0
         self.subscribers: set[Subscriber] = set()
@@ -94,6 +97,7 @@ class RingStream:
     def set_head(self, head: int) -> None:
         """Start (or restart, after a gap) at ``head``: the ring is emptied."""
         self.head = head
+        self.positioned.set()
         self.ring.clear()
         self.ring_held = 0
         self.ring_base = head

@@ -35,6 +35,9 @@ __all__ = ["DOCS_ASSETS", "gateway_router", "install_error_handlers"]
 DOCS_ASSETS = "/static-offline-docs"
 """Where the gateway serves Swagger UI's and ReDoc's files (from the fastapi-offline package)."""
 _DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
+_POSITION_WAIT = 2.0
+"""Seconds a live client's answer waits for its streams' positions
+(:meth:`gateway.clients.ClientStream.positioned`)."""
 _FILTERS = (
     "Filters (query parameters, all must hold): exact.<attr>=v, prefix.<attr>=v, "
     "suffix.<attr>=v, not.<dialect>.<attr>=v, any.<dialect>.<attr>=v (one group, at least one "
@@ -202,7 +205,7 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
             targets = gateway.resolve(keys, raw, None)
         except ValueError as exc:
             raise HTTPException(400, f"Last-Event-ID: {exc}") from None
-        return _open(gateway, request, principal, keys, targets, merged=True)
+        return await _open(gateway, request, principal, keys, targets, merged=True, raw=raw)
 
     @router.get(
         "/streams/{beat}",
@@ -221,7 +224,7 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
         last_event_id_header: LastId = None,
         last_event_id: LastIdQuery = None,
     ) -> Response:
-        return _single(gateway, request, (beat, None), last_event_id_header, last_event_id)
+        return await _single(gateway, request, (beat, None), last_event_id_header, last_event_id)
 
     @router.get(
         "/streams/{beat}/{channel}",
@@ -252,10 +255,10 @@ def _stream_routes(router: APIRouter, gateway: Gateway) -> None:
                 )
             if not known:
                 raise HTTPException(404, f"the {beat} beat has no channel {channel!r}")
-        return _single(gateway, request, (beat, channel), last_event_id_header, last_event_id)
+        return await _single(gateway, request, (beat, channel), last_event_id_header, last_event_id)
 
 
-def _single(
+async def _single(
     gateway: Gateway, request: Request, key: StreamKey, header: str | None, query: str | None
 ) -> Response:
     principal = gateway.principal(request)
@@ -264,18 +267,19 @@ def _single(
         raise HTTPException(404, f"no beat named {beat!r} behind this gateway")
     if not principal.allows(beat, channel):
         raise gateway.auth.forbid(principal, stream_label(key))
+    raw = header or query or None
     try:
         if gateway.in_kafka(beat):
-            targets = gateway.resolve([key], header or query or None, None)
+            targets = gateway.resolve([key], raw, None)
         else:
             targets = gateway.resolve([key], None, parse_last_event_id(header, query))
     except ValueError as exc:
         detail = exc if gateway.in_kafka(beat) else "must be a non-negative integer"
         raise HTTPException(400, f"Last-Event-ID: {detail}") from None
-    return _open(gateway, request, principal, [key], targets, merged=False)
+    return await _open(gateway, request, principal, [key], targets, merged=False, raw=raw)
 
 
-def _open(
+async def _open(
     gateway: Gateway,
     request: Request,
     principal: Principal,
@@ -283,12 +287,13 @@ def _open(
     targets: list[tuple[str, Hashable, int | None]],
     *,
     merged: bool,
+    raw: str | None,
 ) -> Response:
     try:
         filter = parse_query(request.query_params.multi_items())
     except FilterError as exc:
         raise HTTPException(400, f"bad filter: {exc}") from None
-    client = gateway.open_client(principal, filter, keys, targets, merged=merged)
+    client = gateway.open_client(principal, filter, keys, targets, merged=merged, raw=raw)
     if isinstance(client, str):
         retry = str(gateway.settings.retry_after)
         return JSONResponse(
@@ -296,6 +301,11 @@ def _open(
             status_code=503,
             headers={"Retry-After": retry},
         )
+    try:
+        await client.positioned(_POSITION_WAIT)
+    except BaseException:
+        client.release()
+        raise
     return SseResponse(
         client.frames(),
         headers=SSE_HEADERS,

@@ -36,7 +36,7 @@ from gateway.clients import ClientStream
 from gateway.filters import Filter
 from gateway.kafka import KafkaPartition, KafkaReader, PartitionKey, partition_label
 from gateway.metrics import GatewayMetrics
-from gateway.positions import encode_position, parse_position
+from gateway.positions import encode_position, named_positions, parse_position
 from gateway.ring import RingStream
 from gateway.routes import DOCS_ASSETS, gateway_router, install_error_handlers
 from gateway.settings import GatewaySettings
@@ -220,11 +220,13 @@ class Gateway:
         targets: list[tuple[str, Hashable, int | None]],
         *,
         merged: bool,
+        raw: str | None = None,
     ) -> ClientStream | str:
         """A client stream subscribed to ``targets`` (:meth:`resolve`) of the streams
         ``keys``, or why not (the caps, each counted): ``max_streams``, ``token_streams``
         (``--max-streams-per-token``), ``upstreams`` (``--max-upstreams``), ``kafka`` (a
-        Kafka-mode stream before the gateway could read the topics)."""
+        Kafka-mode stream before the gateway could read the topics). ``raw``: the client's
+        id, whose positions in partitions found later are kept (:meth:`_partitions_found`)."""
         refused = self._refusal(principal, keys, [key for _, key, _ in targets])
         if refused is not None:
             self.metrics.refused.labels(refused).inc()
@@ -242,6 +244,7 @@ class Gateway:
             on_close=self._client_closed,
             scope=kafka,
             encode_id=encode_position if kafka else None,
+            named=named_positions(raw) if kafka else None,
         )
         self.clients.add(client)
         self._per_token[principal.name] = self._per_token.get(principal.name, 0) + 1
@@ -252,7 +255,9 @@ class Gateway:
 
     def _partitions_found(self, new: list[PartitionKey]) -> None:
         """Kafka mode: new topics or partitions join the clients that read them, from their
-        first offset (everything in them is newer than the client's position)."""
+        first offset (everything in them is newer than the client's position), or from the
+        client's position in one its id names (this replica had not seen it yet: the client
+        read it on another)."""
         for client in list(self.clients):
             for key in new:
                 if (key[0], None) not in client.scope and key[:2] not in client.scope:
@@ -261,7 +266,8 @@ class Gateway:
                     _log.warning("gateway: --max-upstreams reached, not reading %s", key)
                     self.metrics.refused.labels("upstreams").inc()
                     continue
-                client.add(partition_label(key), self.pool.acquire(key), -1)
+                label = partition_label(key)
+                client.add(label, self.pool.acquire(key), client.named.get(label, -1))
 
     def _refusal(
         self, principal: Principal, streams: list[StreamKey], keys: list[Hashable]

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from httpx_sse import aconnect_sse
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,6 +240,34 @@ async def test_a_copy_of_an_event_the_client_has_is_not_sent_after_it_moves(
         assert gateway_b.metrics.kafka_duplicates.labels("test")._value.get() == 1
 
 
+async def test_a_client_keeps_its_position_on_a_replica_that_finds_the_topic_later(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """A client moves to a replica that has not read the topic's metadata yet: the partitions
+    its id names are joined from its positions when the replica finds them, not from their
+    first offset (it got every event again: the copy test's flake)."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    late = kafka_gateway(kafka, status_interval=5.0)
+    async with (
+        run_beat(beat),
+        run_gateway(kafka_gateway(kafka)) as (gateway_a, base_a),
+        run_gateway(late) as (gateway_b, base_b),
+    ):
+        await ready(base_b)  # its metadata read: no topic yet, the next one in 5 s
+        await beat.pipeline.commit(readings(10))
+        await in_kafka(beat, gateway_a)
+        first = await read_sse(f"{base_a}/streams/test?last_event_id=0", count=10, timeout=30)
+        assert gateway_b.kafka is not None and "c" not in gateway_b.kafka.topics["test"]
+        await beat.pipeline.commit(readings(5, start=10))
+        moved = await read_sse_until(
+            f"{base_b}/streams/test",
+            lambda m: has(m, range(10, 15)),
+            headers={"Last-Event-ID": first[-1].id},
+            timeout=30,
+        )
+    assert sorted(numbers(moved)) == list(range(10, 15))
+
+
 async def test_a_copy_of_a_replayed_event_is_dropped_by_the_partition_gone_live(
     tmp_path: Path, kafka: KafkaBroker
 ) -> None:
@@ -264,6 +293,40 @@ async def test_a_copy_of_a_replayed_event_is_dropped_by_the_partition_gone_live(
         assert sorted(numbers(messages)) == list(range(15)), "the copy was sent again"
         # the live partition dropped it (and the client's replay too, if it read that far)
         assert gateway.metrics.kafka_duplicates.labels("test")._value.get() >= 1
+
+
+async def test_a_live_client_gets_every_event_committed_once_its_stream_started(
+    tmp_path: Path, kafka: KafkaBroker
+) -> None:
+    """No ``Last-Event-ID``: live. Every event committed after the response started is sent,
+    on partitions no client read yet too: the replica knows where they end before it answers
+    (it used to answer first, and an event committed while its consumer was still in a fetch
+    for other partitions, up to half a second, was before the partition's start)."""
+    beat = producing_beat(tmp_path, kafka, batch=1)
+    async with (
+        run_beat(beat),
+        run_gateway(kafka_gateway(kafka, upstream_linger=0)) as (
+            gateway,
+            base,
+        ),
+    ):
+        await beat.pipeline.commit([*make_events(1, channel="d"), *readings(1)])
+        await in_kafka(beat, gateway)
+        reader = gateway.kafka
+        assert reader is not None
+        await eventually(lambda: "d" in reader.topics["test"], what="topic d")
+        # a reader of topic d keeps the replica's consumer fetching
+        other = asyncio.create_task(read_sse(f"{base}/streams/test/d", count=99, timeout=60))
+        await eventually(lambda: len(gateway.pool.all()) == 3, what="topic d read")
+        async with httpx.AsyncClient(timeout=10) as client:
+            for n in range(100, 105):
+                async with aconnect_sse(client, "GET", f"{base}/streams/test/c") as sse:
+                    await beat.pipeline.commit(readings(1, start=n))
+                    async with asyncio.timeout(5):
+                        first = await anext(m async for m in sse.aiter_sse() if m.data)
+                    assert json.loads(first.data)["data"]["n"] == n
+                await eventually(lambda: len(gateway.pool.all()) == 3, what="c released")
+        other.cancel()
 
 
 async def produce_copy(kafka: KafkaBroker, event: CloudEvent) -> None:
