@@ -3,6 +3,8 @@
 Every figure that matters is a ratio to a baseline measured in the same run on the same machine
 (these machines are shared and noisy); absolute numbers are reported for context only. A ratio
 that falls more than ``TOLERANCE`` below the checked-in ``bench/baseline.json`` is flagged.
+Only a run with the baseline's options (``--count``, ``--clients``, ``--rate``,
+``--idle-connections``; the defaults) is compared: ratios at other sizes are other figures.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ def regressions(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     return flagged
 
 
+SIZES = ("count", "clients", "rate", "idle_connections")
+"""The options that set a run's size (each benchmark takes the ones it uses)."""
+
+
+def comparable(options: dict[str, Any], baseline: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether a run with ``options`` is measured as the baseline was (a baseline that does not
+    record its options was a run with the defaults)."""
+    return bool(options == baseline.get("options", defaults))
+
+
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot, from ``/proc/stat`` (guest time is already
     in user time; idle and iowait are not busy)."""
@@ -168,14 +180,26 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     names = args.names or list(BENCHMARKS)
+    options = {name: getattr(args, name) for name in SIZES}
+    defaults = {name: parser.get_default(name) for name in SIZES}
+    if args.save_baseline and options != defaults:
+        parser.error("the baseline is a run with the default sizes")
     if args.profile:
         if args.save_baseline:
             parser.error("a profiled run is not saved as the baseline")
         profiling.enable(raw=args.profile == "raw")
     result = {
         "machine": machine(),
+        "options": options,
         "benchmarks": {name: asyncio.run(measured(BENCHMARKS[name], args)) for name in names},
     }
+    _report(result, args, defaults)
+
+
+def _report(result: dict[str, Any], args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Print and write the result; save it as the baseline, or compare it with the baseline
+    (exit status 1 on a regression)."""
+    options = result["options"]
     text = json.dumps(result, indent=2)
     print(text)
     (HERE / "results").mkdir(exist_ok=True)
@@ -185,13 +209,18 @@ def main() -> None:
         saved = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
         saved = {
             "machine": result["machine"],
+            "options": options,
             "benchmarks": {**saved.get("benchmarks", {}), **result["benchmarks"]},
         }
         baseline_path.write_text(json.dumps(saved, indent=2) + "\n")
     elif args.profile:
         print("a profiled run: not compared with the baseline", file=sys.stderr)
     elif baseline_path.exists():
-        flagged = regressions(result, json.loads(baseline_path.read_text()))
+        baseline = json.loads(baseline_path.read_text())
+        if not comparable(options, baseline, defaults):
+            print(f"sizes {options} are not the baseline's: not compared", file=sys.stderr)
+            return
+        flagged = regressions(result, baseline)
         for line in flagged:
             print(f"REGRESSION {line}", file=sys.stderr)
         if flagged:
