@@ -237,8 +237,8 @@ class ClientStream:
         """Wait, at most ``timeout`` seconds, until the upstream of every live subscription
         knows its position. A live client (no ``Last-Event-ID``) gets every event after its
         upstreams' positions: answering once they are known means it gets every event
-        committed after its response started. An upstream that cannot tell in time (its beat
-        or Kafka is down) holds the answer no longer; it then starts where it can."""
+        committed after its response started. An upstream that cannot tell (its beat or Kafka
+        is down) or not in time holds the answer no longer; it then starts where it can."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 for subscription in self.subscriptions:

@@ -249,6 +249,7 @@ class KafkaReader:
         self.metrics.kafka_connected.set(0)
         for partition in self._partitions.values():
             partition.connected = False
+            partition.positioned.set()  # live clients wait no longer while Kafka is away
         self._changed.set()  # reassign and seek on the next connection
 
     async def _consume(

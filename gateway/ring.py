@@ -52,7 +52,8 @@ class RingStream:
         self.ring_held = 0
         """Bytes of the frames in the ring (:attr:`Frame.size`)."""
         self.positioned = asyncio.Event()
-        """Set once ``head`` is known (see :meth:`ClientStream.positioned`)."""
+        """Set once ``head`` is known, or once the source could not tell it (it is down): what
+        a live client's answer waits for (:meth:`gateway.clients.ClientStream.positioned`)."""
         self.connected = False
         self.refs = 0
         self.subscribers: set[Subscriber] = set()

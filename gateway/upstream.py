@@ -110,6 +110,7 @@ class Upstream(RingStream):
                 _log.info("upstream %s: the beat ended the stream; resuming", self.label)
             except (httpx.HTTPError, SSEError, BeatError, ValueError, KeyError) as exc:
                 _log.info("upstream %s: %s; resuming after %s", self.label, exc, self.head)
+                self.positioned.set()  # live clients wait no longer for a beat that is down
             finally:
                 if self.connected:
                     self.connected = False

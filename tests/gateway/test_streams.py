@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from common.client import subscribe
 from common.envelope import CloudEvent
@@ -138,6 +140,32 @@ async def test_beat_restarted_mid_stream_clients_see_no_gap(tmp_path: Path) -> N
         assert ids(messages) == list(range(1, 41))
         assert [m.json()["data"]["n"] for m in messages] == list(range(40))
     assert gateway.metrics.upstream_reconnects.labels("test")._value.get() >= 1
+
+
+async def test_a_live_client_of_a_beat_that_is_down_is_answered_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live client's answer waits for its stream's position, but not for a beat that cannot
+    tell it: the upstream's failed try ends the wait (the bound is raised to 30 s here, so
+    only that can answer within 10 s). Once the beat is up, the client gets its events."""
+    monkeypatch.setattr("gateway.routes._POSITION_WAIT", 30.0)
+    beat = beat_named(tmp_path, "test")
+    async with (
+        run_gateway(gateway_settings({"test": beat})) as (gateway, base),
+        httpx.AsyncClient(timeout=30) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        async with asyncio.timeout(10):
+            sse = await stack.enter_async_context(
+                aconnect_sse(client, "GET", f"{base}/streams/test")
+            )
+        events = (m async for m in sse.aiter_sse() if m.data)
+        async with run_beat(beat):
+            await upstream_head(gateway, 0)
+            await commit(beat, 3)
+            async with asyncio.timeout(10):
+                got = [json.loads((await anext(events)).data)["data"]["n"] for _ in range(3)]
+    assert got == [0, 1, 2]
 
 
 async def test_filters_over_http(tmp_path: Path) -> None:
