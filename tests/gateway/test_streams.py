@@ -107,6 +107,8 @@ async def test_one_upstream_connection_for_many_clients(tmp_path: Path) -> None:
         ]
         await eventually(lambda: len(gateway.clients) == 50, what="50 clients")
         await upstream_head(gateway, 0)
+        # the upstream knows the head (from /readyz) before its stream from the beat is open
+        await eventually(lambda: beat.hub.subscriber_count > 0, what="the upstream's stream")
         assert beat.hub.subscriber_count == 1
         await commit(beat, 10)
         results = await asyncio.gather(*readers)
