@@ -53,6 +53,7 @@ async def test_thousand_concurrent_clients_share_one_upstream(tmp_path: Path) ->
         for first in range(0, CLIENTS, 100):  # connect in waves: no accept-queue overflow
             clients += [asyncio.create_task(_client(settings.port)) for _ in range(100)]
             await eventually(lambda n=first + 100: len(gateway.clients) == n, what="a wave")
+        await eventually(lambda: beat.hub.subscriber_count > 0, what="the upstream's stream")
         assert beat.hub.subscriber_count == 1
         await eventually(lambda: gateway.pool.all()[0].head == 0, what="the upstream")
         loop = asyncio.get_running_loop()
