@@ -40,6 +40,7 @@ from tests.support import eventually, free_port
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
 
 TOTAL = int(os.environ.get("BEATS_SCALE_MESSAGES", "5000"))
+IDLE = 20.0
 DOC = ROOT / "docs" / "gateway.md"
 
 
@@ -101,14 +102,18 @@ class Reader:
     async def read(self, base: str, *, until: int) -> None:
         """Read ``/streams/hivemq`` from ``base`` (from the start, or after the last id) until
         ``until`` distinct messages in all (a duplicate does not count: it would end the read
-        one message early and pass for a loss); a dropped connection just ends the read."""
+        one message early and pass for a loss); a dropped connection, or ``IDLE`` seconds
+        without an event (heartbeats keep the connection open), ends it."""
         headers = {"Last-Event-ID": self.last_id or "0"}
-        with contextlib.suppress(httpx.TransportError):
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(httpx.TransportError, TimeoutError):
             async with (
                 httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as client,
                 aconnect_sse(client, "GET", f"{base}/streams/hivemq", headers=headers) as sse,
+                asyncio.timeout(IDLE) as idle,
             ):
                 async for message in sse.aiter_sse():
+                    idle.reschedule(loop.time() + IDLE)
                     if message.event == "beats.gap":
                         self.gaps += 1
                     elif message.data:
