@@ -91,8 +91,9 @@ class Reader:
     name: str
     numbers: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    came: list[str] = field(default_factory=list)
-    """Each event's gateway, SSE id and CloudEvent id (what a duplicate is told by)."""
+    came: list[tuple[str, str]] = field(default_factory=list)
+    """Each event's gateway and CloudEvent id (with its SSE id: what a copy is told by)."""
+    distinct: set[int] = field(default_factory=set)
     gaps: int = 0
 
     @property
@@ -120,8 +121,9 @@ class Reader:
                         event = json.loads(message.data)
                         self.numbers.append(event["data"]["n"])
                         self.ids.append(message.id)
-                        self.came.append(f"{base} {moved(self.ids)} event {event['id']}")
-                    if len(set(self.numbers)) >= until:
+                        self.came.append((base, event["id"]))
+                        self.distinct.add(event["data"]["n"])
+                    if len(self.distinct) >= until:
                         return
 
     def copies(self) -> list[str]:
@@ -130,10 +132,14 @@ class Reader:
         for at, number in enumerate(self.numbers):
             seen.setdefault(number, []).append(at)
         return [
-            f"n={number}: " + "; ".join(self.came[at] for at in ats)
+            f"n={number}: " + "; ".join(self._where(at) for at in ats)
             for number, ats in seen.items()
             if len(ats) > 1
         ]
+
+    def _where(self, at: int) -> str:
+        base, event_id = self.came[at]
+        return f"{base} {moved(self.ids[max(0, at - 1) : at + 1])} event {event_id}"
 
     def tally(self) -> Tally:
         return Tally.of(f"client {self.name}", range(TOTAL), self.numbers)
